@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Configure (once) and build qemu-system-x86_64 from qemu/ into build/qemu/.
+#
+# x86_64-softmmu only, minimal features.  ccache lives in
+# $CACHE_DIR/ccache with base_dir set to the checkout, so a fresh clone on
+# the same machine reuses it.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+Q="$TOP/qemu"
+B="$BUILD_DIR/qemu"
+[ -f "$Q/configure" ] || die "qemu/ is not set up; run scripts/fetch-qemu.sh"
+[ -x /usr/bin/meson ] || die "meson not installed; run scripts/install-deps.sh"
+command -v ccache >/dev/null || die "ccache not installed; run scripts/install-deps.sh"
+
+export CCACHE_DIR="$CACHE_DIR/ccache"
+export CCACHE_BASEDIR="$TOP"
+export CCACHE_NOHASHDIR=1
+export CCACHE_SLOPPINESS=include_file_mtime,include_file_ctime,time_macros,pch_defines
+export CCACHE_MAXSIZE=5G
+mkdir -p "$CCACHE_DIR"
+
+CONFIGURE_ARGS=(
+    --target-list=x86_64-softmmu
+    --python=$HOST_PYTHON
+    --cc="gcc"
+    --without-default-features
+    --enable-tcg --enable-slirp --enable-pixman --enable-attr
+    --disable-docs --disable-werror --disable-user --disable-guest-agent
+    --disable-rust --disable-install-blobs --disable-fdt
+    --enable-tools
+)
+sig=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" | sha256sum | cut -c1-16)
+
+if [ ! -f "$B/build.ninja" ] || [ "$(cat "$B/.ft-config" 2>/dev/null)" != "$sig" ]; then
+    info "configuring QEMU in $B"
+    rm -rf "$B"
+    mkdir -p "$B"
+    (cd "$B" && "$Q/configure" "${CONFIGURE_ARGS[@]}" >configure.log 2>&1) || {
+        tail -30 "$B/configure.log" >&2
+        die "QEMU configure failed (full log: $B/configure.log)"
+    }
+    echo "$sig" > "$B/.ft-config"
+fi
+
+info "building QEMU (ninja in $B)"
+start=$(date +%s)
+ninja -C "$B" -j"$(nproc)" qemu-system-x86_64 qemu-img >"$B/ninja.log" 2>&1 || {
+    grep -E "error|Error" "$B/ninja.log" | head -30 >&2
+    tail -20 "$B/ninja.log" >&2
+    die "QEMU build failed (full log: $B/ninja.log)"
+}
+info "QEMU built in $(( $(date +%s) - start ))s: $B/qemu-system-x86_64"

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Install every build and run dependency of the project from Debian packages.
+#
+# Adds (idempotently) a deb-src entry for trixie (the pinned QEMU source
+# package) and deb/deb-src entries for bookworm-backports (meson >= 1.5 and
+# the option ROMs of qemu-system-data 10.0.x).  The mirror URIs are copied
+# from the machine's own Debian sources, so no host name is written here.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+need_root "installing packages"
+command -v apt-get >/dev/null || die "apt-get not found: this project needs a Debian 12 (bookworm) host"
+
+SRC=/etc/apt/sources.list.d/debian.sources
+OUR=/etc/apt/sources.list.d/qemu-ft.sources
+
+mirror_uri() {
+    # First "URIs:" of a stanza whose Suites include $1.
+    awk -v suite="$1" '
+        /^URIs:/ { uri = $2 }
+        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite) { print uri; exit } }
+        /^$/ { uri = "" }' "$SRC"
+}
+
+if [ ! -f "$OUR" ]; then
+    [ -f "$SRC" ] || die "$SRC not found: cannot derive a Debian mirror for deb-src entries"
+    uri=$(mirror_uri bookworm)
+    [ -n "$uri" ] || die "no 'bookworm' stanza with URIs in $SRC"
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    info "adding deb-src (trixie) and bookworm-backports entries from $SRC"
+    cat > "$OUR.tmp" <<EOT
+# Added by qemu-ft scripts/install-deps.sh (mirror copied from $SRC).
+Types: deb deb-src
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: $keyring
+
+Types: deb-src
+URIs: $uri
+Suites: trixie
+Components: main
+Signed-By: $keyring
+EOT
+    mv "$OUR.tmp" "$OUR"
+    rm -f "$CACHE_DIR/.apt-updated"
+fi
+
+mkdir -p "$CACHE_DIR"
+if [ ! -f "$CACHE_DIR/.apt-updated" ] || [ -n "$(find "$OUR" -newer "$CACHE_DIR/.apt-updated")" ]; then
+    info "apt-get update"
+    apt-get update -q || die "apt-get update failed: check the network and $SRC"
+    touch "$CACHE_DIR/.apt-updated"
+fi
+
+PKGS=(
+    # build
+    build-essential ninja-build pkg-config ccache git
+    libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev
+    python3 python3-venv flex bison xz-utils dpkg-dev
+    # tests and tools
+    python3-pytest clang libclang-rt-14-dev
+    busybox-static cpio iproute2 tcpdump procps strace
+    # firmware
+    seabios ipxe-qemu
+)
+BPO_PKGS=(meson python3-pycotap qemu-system-data)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    info "installing: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || die "apt-get install failed for: ${missing[*]}"
+fi
+
+missing=()
+for p in "${BPO_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "$(dpkg-query -W -f='${Version}' meson 2>/dev/null | cut -d. -f1-2)" = "1.0" ]; then
+    missing+=(meson)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    info "installing from bookworm-backports: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports "${missing[@]}" \
+        || die "apt-get install -t bookworm-backports failed for: ${missing[*]}"
+fi
+
+# Sanity checks on what the build relies on.
+mver=$(/usr/bin/meson --version)
+case "$mver" in
+    0.*|1.[0-4].*) die "meson $mver is too old (QEMU 10.0 needs >= 1.5 from bookworm-backports)";;
+esac
+dver=$(dpkg-query -W -f='${Version}' qemu-system-data)
+case "$dver" in
+    1:10.0.*) ;;
+    *) die "qemu-system-data $dver does not match QEMU 10.0 (its pvh.bin would make replay stall)";;
+esac
+[ -f /usr/share/qemu/pvh.bin ] || die "/usr/share/qemu/pvh.bin missing (package qemu-system-data)"
+[ -f /usr/share/seabios/bios-256k.bin ] || die "SeaBIOS missing (package seabios)"
+info "dependencies OK (meson $mver, qemu-system-data $dver)"
