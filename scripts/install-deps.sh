@@ -61,10 +61,10 @@ PKGS=(
     # tests and tools
     python3-pytest clang libclang-rt-14-dev
     busybox-static cpio iproute2 tcpdump procps strace
-    # firmware
-    seabios ipxe-qemu
 )
-BPO_PKGS=(meson python3-pycotap qemu-system-data)
+# From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
+# SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).
+BPO_PKGS=(meson python3-pycotap qemu-system-data seabios)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -80,9 +80,12 @@ missing=()
 for p in "${BPO_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if [ "$(dpkg-query -W -f='${Version}' meson 2>/dev/null | cut -d. -f1-2)" = "1.0" ]; then
-    missing+=(meson)
-fi
+case "$(dpkg-query -W -f='${Version}' meson 2>/dev/null)" in
+    0.*|1.[0-4].*) missing+=(meson);;
+esac
+case "$(dpkg-query -W -f='${Version}' seabios 2>/dev/null)" in
+    1.16.[0-2]-*) missing+=(seabios);;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
     info "installing from bookworm-backports: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -102,4 +105,8 @@ case "$dver" in
 esac
 [ -f /usr/share/qemu/pvh.bin ] || die "/usr/share/qemu/pvh.bin missing (package qemu-system-data)"
 [ -f /usr/share/seabios/bios-256k.bin ] || die "SeaBIOS missing (package seabios)"
-info "dependencies OK (meson $mver, qemu-system-data $dver)"
+sver=$(dpkg-query -W -f='${Version}' seabios)
+case "$sver" in
+    1.16.[0-2]-*) die "seabios $sver hangs on QEMU 10.0's AHCI; need 1.16.3 from bookworm-backports";;
+esac
+info "dependencies OK (meson $mver, qemu-system-data $dver, seabios $sver)"

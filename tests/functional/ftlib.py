@@ -1,0 +1,187 @@
+# Test support for the qemu-ft functional tests.
+#
+# In the style of QEMU's tests/functional: plain unittest test cases that
+# start real qemu-system-x86_64 processes (the tree's python/qemu
+# QEMUMachine) booting the project's real test guest.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import unittest
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+sys.path.insert(0, os.path.join(TOP, 'qemu', 'python'))
+
+from qemu.machine import QEMUMachine  # noqa: E402
+
+BUILD = os.environ.get('FT_BUILD_DIR', os.path.join(TOP, 'build'))
+QEMU_BIN = os.environ.get('FT_QEMU',
+                          os.path.join(BUILD, 'qemu', 'qemu-system-x86_64'))
+QEMU_IMG = os.path.join(BUILD, 'qemu', 'qemu-img')
+GUEST_DIR = os.environ.get('FT_GUEST_DIR', os.path.join(BUILD, 'guest'))
+FIRMWARE_DIRS = ['/usr/share/qemu', '/usr/share/seabios']
+LOG_DIR = os.path.join(BUILD, 'test-logs')
+
+# Kernel arguments that make the throw-away test guest boot faster.
+FAST_BOOT = ('console=ttyS0 quiet mitigations=off cryptomgr.notests '
+             'initcall_blacklist=crypto_kdf108_init init_on_alloc=0')
+
+
+def free_tcp_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def sha256_file(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+class Console:
+    """The guest's serial console, written by QEMU to a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def text(self):
+        try:
+            with open(self.path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def lines(self):
+        return self.text().replace('\r', '').splitlines()
+
+    def wait(self, pattern, timeout, vm=None):
+        """Wait for a regex on the console; return its match."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.text().replace('\r', ''))
+            if m:
+                return m
+            if vm is not None and not vm.is_running():
+                raise AssertionError(
+                    f'QEMU exited (rc={vm.exitcode()}) before {pattern!r}; '
+                    f'console tail: {self.text()[-2000:]!r}; '
+                    f'log: {vm.get_log()!r}')
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f'timeout ({timeout}s) waiting for {pattern!r}; '
+                    f'console tail: {self.text()[-2000:]!r}')
+            time.sleep(0.05)
+
+
+class FTTestCase(unittest.TestCase):
+    """Base class: scratch directory, guest images, VM construction."""
+
+    timeout = 300
+
+    @classmethod
+    def setUpClass(cls):
+        for path, what in ((QEMU_BIN, 'qemu-system-x86_64'),
+                           (os.path.join(GUEST_DIR, 'vmlinux'), 'guest kernel'),
+                           (os.path.join(GUEST_DIR, 'initramfs.cpio.gz'),
+                            'guest initramfs')):
+            if not os.path.exists(path):
+                raise unittest.SkipTest(
+                    f'{what} not built ({path}); run scripts/test.sh')
+
+    def setUp(self):
+        os.makedirs(LOG_DIR, exist_ok=True)
+        name = self.id().split('.', 1)[-1]
+        self.workdir = tempfile.mkdtemp(prefix=name + '.', dir=LOG_DIR)
+        self.log = logging.getLogger('ft')
+        self.vms = []
+
+    def tearDown(self):
+        for vm in self.vms:
+            try:
+                vm.shutdown(hard=True)
+            except Exception:   # noqa: BLE001  best effort on the way out
+                pass
+        ok = not any(e for _, e in getattr(self._outcome, 'errors', [])
+                     if e) if hasattr(self, '_outcome') else True
+        if ok and not os.environ.get('FT_KEEP_LOGS'):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def scratch(self, name):
+        return os.path.join(self.workdir, name)
+
+    def make_disk(self, name, size_mb):
+        path = self.scratch(name)
+        with open(path, 'wb') as f:
+            f.truncate(size_mb << 20)
+        return path
+
+    def guest_args(self, **knobs):
+        """Kernel command line with ft.* knobs for the guest's /init."""
+        extra = ' '.join(f'ft.{k}={v}' for k, v in knobs.items())
+        return f'{FAST_BOOT} {extra}'.strip()
+
+    def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
+                args=(), memory=256, no_shutdown=False):
+        """A q35, 1 vCPU, Nehalem VM booting the test guest.
+
+        Its console goes to <workdir>/<name>.console; returns (vm, console).
+        """
+        vm = QEMUMachine(QEMU_BIN, name=name, base_temp_dir=self.workdir,
+                         log_dir=self.workdir)
+        console = Console(self.scratch(name + '.console'))
+        icount = f'shift={shift}'
+        if rr:
+            icount += f',rr={rr},rrfile={rrfile}'
+        vm.add_args('-machine', 'q35', '-cpu', 'Nehalem', '-smp', '1',
+                    '-m', str(memory), '-nodefaults',
+                    '-icount', icount,
+                    '-kernel', os.path.join(GUEST_DIR, 'vmlinux'),
+                    '-initrd', os.path.join(GUEST_DIR, 'initramfs.cpio.gz'),
+                    '-append', append,
+                    '-serial', f'file:{console.path}')
+        for d in FIRMWARE_DIRS:
+            vm.add_args('-L', d)
+        if no_shutdown:
+            vm.add_args('-no-shutdown')
+        vm.add_args(*args)
+        self.vms.append(vm)
+        return vm, console
+
+    # -- state digests --------------------------------------------------
+
+    def wait_runstate(self, vm, states, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            st = vm.cmd('query-status')['status']
+            if st in states:
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f'VM still {st!r} after {timeout}s, '
+                                     f'wanted one of {states}')
+            time.sleep(0.1)
+
+    def machine_digest(self, vm, memory_mb):
+        """Digest of a stopped VM: all guest RAM, CPU registers, icount."""
+        dump = self.scratch(vm._name + '.ram')
+        vm.cmd('pmemsave', val=0, size=memory_mb << 20, filename=dump)
+        ram = sha256_file(dump)
+        os.unlink(dump)
+        regs = vm.cmd('human-monitor-command',
+                      **{'command-line': 'info registers'})
+        icount = vm.cmd('query-replay').get('icount')
+        return {'ram': ram, 'registers': regs, 'icount': icount}
