@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The project's test command: sets everything up, then runs every test.
+#
+#   scripts/test.sh [pytest args...]
+#
+# 1. installs Debian packages, fetches and patches QEMU, builds it and the
+#    test guest (each step is cached and skipped when up to date);
+# 2. checkpatch on patches/;
+# 3. C unit tests of ft/ (top-level meson build);
+# 4. a bounded libFuzzer run of the frame decoder;
+# 5. the functional tests (pytest, real QEMU processes and guest).
+# Ends with one line counting the tests passed and failed.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+FUZZ_SECONDS=${FT_FUZZ_SECONDS:-30}
+OUT="$BUILD_DIR/test-results"
+
+t0=$(date +%s)
+bash "$TOP/scripts/install-deps.sh" || die "dependency installation failed"
+bash "$TOP/scripts/fetch-qemu.sh" || die "fetching/patching QEMU failed"
+bash "$TOP/scripts/build-qemu.sh" || die "building QEMU failed"
+bash "$TOP/scripts/build-guest.sh" || die "building the test guest failed"
+info "set-up done in $(( $(date +%s) - t0 ))s"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+passed=0
+failed=0
+failures=()
+count() {   # name rc
+    if [ "$2" = 0 ]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$1")
+    fi
+}
+
+info "checkpatch on patches/"
+shopt -s nullglob
+for p in "$TOP"/patches/*.patch; do
+    "$TOP/qemu/scripts/checkpatch.pl" --no-summary -q "$p" >"$OUT/checkpatch.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || cat "$OUT/checkpatch.log"
+    count "checkpatch $(basename "$p")" $rc
+done
+
+info "unit tests (meson)"
+U="$BUILD_DIR/unit"
+if [ ! -f "$U/build.ninja" ]; then
+    /usr/bin/meson setup "$U" "$TOP" >"$OUT/unit-setup.log" 2>&1 || {
+        cat "$OUT/unit-setup.log"; die "meson setup of the unit tests failed"; }
+fi
+/usr/bin/meson test -C "$U" --print-errorlogs >"$OUT/unit.log" 2>&1
+grep -E "^ *[0-9]+/[0-9]+ " "$OUT/unit.log"
+while read -r name result; do
+    count "unit $name" "$([ "$result" = OK ] && echo 0 || echo 1)"
+done < <(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    print(t["name"], t["result"])' "$U/meson-logs/testlog.json")
+
+info "fuzzing the frame decoder for ${FUZZ_SECONDS}s"
+F="$BUILD_DIR/fuzz"
+if [ ! -f "$F/build.ninja" ]; then
+    CC=clang /usr/bin/meson setup "$F" "$TOP" -Dfuzz=true >"$OUT/fuzz-setup.log" 2>&1 || {
+        cat "$OUT/fuzz-setup.log"; die "meson setup of the fuzz target failed"; }
+fi
+if ninja -C "$F" fuzz-ft-frame >"$OUT/fuzz-build.log" 2>&1; then
+    mkdir -p "$F/corpus"
+    (cd "$F" && ./fuzz-ft-frame -max_total_time="$FUZZ_SECONDS" -max_len=9000 \
+        -print_final_stats=1 corpus >"$OUT/fuzz.log" 2>&1)
+    rc=$?
+    grep -E "stat::number_of_executed_units|ERROR|SUMMARY" "$OUT/fuzz.log"
+    count "fuzz ft-frame" $rc
+else
+    cat "$OUT/fuzz-build.log"
+    count "fuzz ft-frame (build)" 1
+fi
+
+info "functional tests (pytest)"
+/usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider \
+    -o log_cli=true -o log_cli_level=WARNING \
+    --junitxml="$OUT/functional.xml" "$TOP/tests/functional" "$@"
+if [ -f "$OUT/functional.xml" ]; then
+    read -r fp ff < <(python3 -c '
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+s = r if r.tag == "testsuite" else r.find("testsuite")
+t, f, e, k = (int(s.get(x, 0)) for x in ("tests", "failures", "errors", "skipped"))
+print(t - f - e - k, f + e + k)' "$OUT/functional.xml")
+    passed=$((passed + fp))
+    failed=$((failed + ff))
+    [ "$ff" = 0 ] || failures+=("functional: $ff failed or skipped")
+else
+    count "functional (pytest did not run)" 1
+fi
+
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "TESTS: $passed passed, $failed failed ($(( $(date +%s) - t0 ))s)"
+[ "$failed" = 0 ]
