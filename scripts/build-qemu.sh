@@ -23,7 +23,7 @@ mkdir -p "$CCACHE_DIR"
 CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --python=$HOST_PYTHON
-    --cc="gcc"
+    --cc="ccache gcc"
     --without-default-features
     --enable-tcg --enable-slirp --enable-pixman --enable-attr
     --disable-docs --disable-werror --disable-user --disable-guest-agent

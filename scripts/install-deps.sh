@@ -8,7 +8,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-need_root "installing packages"
 command -v apt-get >/dev/null || die "apt-get not found: this project needs a Debian 12 (bookworm) host"
 
 SRC=/etc/apt/sources.list.d/debian.sources
@@ -23,6 +22,7 @@ mirror_uri() {
 }
 
 if [ ! -f "$OUR" ]; then
+    need_root "adding apt sources"
     [ -f "$SRC" ] || die "$SRC not found: cannot derive a Debian mirror for deb-src entries"
     uri=$(mirror_uri bookworm)
     [ -n "$uri" ] || die "no 'bookworm' stanza with URIs in $SRC"
@@ -48,6 +48,7 @@ fi
 
 mkdir -p "$CACHE_DIR"
 if [ ! -f "$CACHE_DIR/.apt-updated" ] || [ -n "$(find "$OUR" -newer "$CACHE_DIR/.apt-updated")" ]; then
+    need_root "apt-get update"
     info "apt-get update"
     apt-get update -q || die "apt-get update failed: check the network and $SRC"
     touch "$CACHE_DIR/.apt-updated"
@@ -71,6 +72,7 @@ for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+    need_root "installing packages (${missing[*]})"
     info "installing: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
         || die "apt-get install failed for: ${missing[*]}"
@@ -87,6 +89,7 @@ case "$(dpkg-query -W -f='${Version}' seabios 2>/dev/null)" in
     1.16.[0-2]-*) missing+=(seabios);;
 esac
 if [ ${#missing[@]} -gt 0 ]; then
+    need_root "installing packages (${missing[*]})"
     info "installing from bookworm-backports: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -t bookworm-backports "${missing[@]}" \
