@@ -2,6 +2,10 @@
 # Re-export patches/ from the commits in qemu/ on top of the pristine tag.
 # Output is stable (zeroed commit ids, no signature), so an unchanged series
 # exports byte for byte the same.
+#
+#   scripts/export-patches.sh           write patches/
+#   scripts/export-patches.sh --check   only check that patches/ is what
+#                                       an export would write
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -13,9 +17,21 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 git -C "$Q" format-patch -q --zero-commit --no-signature -N \
     --src-prefix=a/ --dst-prefix=b/ -o "$tmp" "$QEMU_BASE_TAG..HEAD"
+shopt -s nullglob
+if [ "${1:-}" = "--check" ]; then
+    mkdir -p "$tmp/cur"
+    cp "$TOP"/patches/*.patch "$tmp/cur/" 2>/dev/null || true
+    mkdir -p "$tmp/new"
+    mv "$tmp"/*.patch "$tmp/new/" 2>/dev/null || true
+    if diff -r "$tmp/cur" "$tmp/new" >/dev/null; then
+        info "patches/ matches qemu/ ($(ls "$tmp/new" | wc -l) patches)"
+        exit 0
+    fi
+    diff -r "$tmp/cur" "$tmp/new" | head -20 >&2
+    die "patches/ differs from an export of qemu/"
+fi
 mkdir -p "$TOP/patches"
 rm -f "$TOP"/patches/*.patch
-shopt -s nullglob
 files=("$tmp"/*.patch)
 [ ${#files[@]} -eq 0 ] || cp "${files[@]}" "$TOP/patches/"
 info "exported ${#files[@]} patches to patches/"

@@ -46,6 +46,10 @@ for p in "$TOP"/patches/*.patch; do
     count "checkpatch $(basename "$p")" $rc
 done
 
+info "patch series round trip (export of qemu/ == patches/)"
+bash "$TOP/scripts/export-patches.sh" --check
+count "patches round-trip" $?
+
 info "unit tests (meson)"
 U="$BUILD_DIR/unit"
 if [ ! -f "$U/build.ninja" ]; then
