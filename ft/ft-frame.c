@@ -9,82 +9,50 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ft-crc32c.h"
+#include "ft-bytes.h"
 #include "ft-frame.h"
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = v;
-    p[1] = v >> 8;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    put_le16(p, v);
-    put_le16(p + 2, v >> 16);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    put_le32(p, v);
-    put_le32(p + 4, v >> 32);
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-    return p[0] | (p[1] << 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return get_le16(p) | ((uint32_t)get_le16(p + 2) << 16);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    return get_le32(p) | ((uint64_t)get_le32(p + 4) << 32);
-}
 
 size_t ft_frame_encode(uint8_t out[FT_FRAME_HDR_SIZE], FtFrameHeader *h,
                        const void *payload)
 {
     uint32_t crc;
 
-    put_le32(out, FT_FRAME_MAGIC);
+    ft_put_le32(out, FT_FRAME_MAGIC);
     out[4] = h->version;
     out[5] = h->type;
-    put_le16(out + 6, h->flags);
-    put_le32(out + 8, h->gen);
-    put_le32(out + 12, h->len);
-    put_le64(out + 16, h->offset);
+    ft_put_le16(out + 6, h->flags);
+    ft_put_le32(out + 8, h->gen);
+    ft_put_le32(out + 12, h->len);
+    ft_put_le64(out + 16, h->offset);
     crc = ft_crc32c(0, out, 24);
     if (h->len) {
         crc = ft_crc32c(crc, payload, h->len);
     }
     h->crc = crc;
-    put_le32(out + 24, crc);
-    put_le32(out + 28, ft_crc32c(0, out, 28));
+    ft_put_le32(out + 24, crc);
+    ft_put_le32(out + 28, ft_crc32c(0, out, 28));
     return FT_FRAME_HDR_SIZE;
 }
 
 int ft_frame_parse_header(const uint8_t in[FT_FRAME_HDR_SIZE],
                           FtFrameHeader *h, uint32_t max_payload)
 {
-    if (get_le32(in) != FT_FRAME_MAGIC) {
+    if (ft_get_le32(in) != FT_FRAME_MAGIC) {
         return FT_DEC_ERR_MAGIC;
     }
     h->version = in[4];
     if (h->version != FT_PROTO_VERSION) {
         return FT_DEC_ERR_VERSION;
     }
-    if (get_le32(in + 28) != ft_crc32c(0, in, 28)) {
+    if (ft_get_le32(in + 28) != ft_crc32c(0, in, 28)) {
         return FT_DEC_ERR_HCRC;
     }
     h->type = in[5];
-    h->flags = get_le16(in + 6);
-    h->gen = get_le32(in + 8);
-    h->len = get_le32(in + 12);
-    h->offset = get_le64(in + 16);
-    h->crc = get_le32(in + 24);
+    h->flags = ft_get_le16(in + 6);
+    h->gen = ft_get_le32(in + 8);
+    h->len = ft_get_le32(in + 12);
+    h->offset = ft_get_le64(in + 16);
+    h->crc = ft_get_le32(in + 24);
     if (h->type == 0 || h->type > FT_FRAME_TYPE_MAX) {
         return FT_DEC_ERR_TYPE;
     }

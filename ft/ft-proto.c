@@ -7,6 +7,7 @@
  */
 
 #include <string.h>
+#include "ft-bytes.h"
 #include "ft-proto.h"
 
 /*
@@ -16,48 +17,35 @@
  *  40 u32 heartbeat_ms, 44 u32 reserved (0)
  */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = v;
-    p[1] = v >> 8;
-    p[2] = v >> 16;
-    p[3] = v >> 24;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
 size_t ft_hello_encode(uint8_t out[FT_HELLO_SIZE], const FtHello *h)
 {
     memset(out, 0, FT_HELLO_SIZE);
     out[0] = h->role;
-    put32(out + 4, h->replay_version);
-    put32(out + 8, h->gen);
-    put32(out + 12, h->max_payload);
-    put32(out + 16, (uint32_t)h->offset);
-    put32(out + 20, (uint32_t)(h->offset >> 32));
+    ft_put_le32(out + 4, h->replay_version);
+    ft_put_le32(out + 8, h->gen);
+    ft_put_le32(out + 12, h->max_payload);
+    ft_put_le64(out + 16, h->offset);
     memcpy(out + 24, h->vm_id, 16);
-    put32(out + 40, h->heartbeat_ms);
+    ft_put_le32(out + 40, h->heartbeat_ms);
     return FT_HELLO_SIZE;
 }
 
 int ft_hello_decode(const uint8_t *in, size_t len, FtHello *h)
 {
-    if (len != FT_HELLO_SIZE || in[1] || in[2] || in[3] || get32(in + 44)) {
+    if (len != FT_HELLO_SIZE || in[1] || in[2] || in[3] ||
+        ft_get_le32(in + 44)) {
         return FT_PROTO_ERR_HELLO_BAD;
     }
     if (in[0] != FT_ROLE_PRIMARY && in[0] != FT_ROLE_BACKUP) {
         return FT_PROTO_ERR_HELLO_BAD;
     }
     h->role = in[0];
-    h->replay_version = get32(in + 4);
-    h->gen = get32(in + 8);
-    h->max_payload = get32(in + 12);
-    h->offset = get32(in + 16) | ((uint64_t)get32(in + 20) << 32);
+    h->replay_version = ft_get_le32(in + 4);
+    h->gen = ft_get_le32(in + 8);
+    h->max_payload = ft_get_le32(in + 12);
+    h->offset = ft_get_le64(in + 16);
     memcpy(h->vm_id, in + 24, 16);
-    h->heartbeat_ms = get32(in + 40);
+    h->heartbeat_ms = ft_get_le32(in + 40);
     if (h->max_payload == 0 || h->heartbeat_ms == 0) {
         return FT_PROTO_ERR_HELLO_BAD;
     }
