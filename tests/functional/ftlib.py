@@ -103,6 +103,15 @@ class FTTestCase(unittest.TestCase):
                 raise unittest.SkipTest(
                     f'{what} not built ({path}); run scripts/test.sh')
 
+    _ft_passed = False
+
+    def _callTestMethod(self, method):
+        # unittest's hook around the test body (also used by
+        # IsolatedAsyncioTestCase): note whether the body passed, because
+        # tearDown cannot tell.
+        super()._callTestMethod(method)
+        self._ft_passed = True
+
     def setUp(self):
         os.makedirs(LOG_DIR, exist_ok=True)
         name = self.id().split('.', 1)[-1]
@@ -116,9 +125,8 @@ class FTTestCase(unittest.TestCase):
                 vm.shutdown(hard=True)
             except Exception:   # noqa: BLE001  best effort on the way out
                 pass
-        ok = not any(e for _, e in getattr(self._outcome, 'errors', [])
-                     if e) if hasattr(self, '_outcome') else True
-        if ok and not os.environ.get('FT_KEEP_LOGS'):
+        # Keep the logs of a test whose body failed.
+        if self._ft_passed and not os.environ.get('FT_KEEP_LOGS'):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def scratch(self, name):
