@@ -19,16 +19,11 @@ git -C "$Q" format-patch -q --zero-commit --no-signature -N \
     --src-prefix=a/ --dst-prefix=b/ -o "$tmp" "$QEMU_BASE_TAG..HEAD"
 shopt -s nullglob
 if [ "${1:-}" = "--check" ]; then
-    mkdir -p "$tmp/cur"
-    cp "$TOP"/patches/*.patch "$tmp/cur/" 2>/dev/null || true
-    mkdir -p "$tmp/new"
-    mv "$tmp"/*.patch "$tmp/new/" 2>/dev/null || true
-    if diff -r "$tmp/cur" "$tmp/new" >/dev/null; then
-        info "patches/ matches qemu/ ($(ls "$tmp/new" | wc -l) patches)"
-        exit 0
-    fi
-    diff -r "$tmp/cur" "$tmp/new" | head -20 >&2
-    die "patches/ differs from an export of qemu/"
+    mkdir -p "$TOP/patches"
+    diff -r "$TOP/patches" "$tmp" >&2 ||
+        die "patches/ differs from an export of qemu/; run scripts/export-patches.sh"
+    info "patches/ matches qemu/ ($(ls "$tmp" | wc -l) patches)"
+    exit 0
 fi
 mkdir -p "$TOP/patches"
 rm -f "$TOP"/patches/*.patch
