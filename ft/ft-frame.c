@@ -56,7 +56,7 @@ int ft_frame_parse_header(const uint8_t in[FT_FRAME_HDR_SIZE],
     if (h->type == 0 || h->type > FT_FRAME_TYPE_MAX) {
         return FT_DEC_ERR_TYPE;
     }
-    if (h->flags != 0) {
+    if (h->flags & ~(h->type == FT_FRAME_DATA ? FT_FRAME_F_MORE : 0)) {
         return FT_DEC_ERR_FLAGS;
     }
     if (h->len > max_payload) {

@@ -11,7 +11,7 @@
  *   0  u32 magic    "QFTL"
  *   4  u8  version  FT_PROTO_VERSION
  *   5  u8  type     FtFrameType
- *   6  u16 flags    0 (reserved, must be zero)
+ *   6  u16 flags    DATA: FT_FRAME_F_MORE; other types: 0
  *   8  u32 gen      stream generation
  *  12  u32 len      payload length, <= FT_FRAME_MAX_PAYLOAD
  *  16  u64 offset   DATA: log offset of the first payload byte
@@ -44,6 +44,13 @@ typedef enum FtFrameType {
     FT_FRAME_END = 5,       /* orderly end of the stream at offset */
     FT_FRAME_TYPE_MAX = FT_FRAME_END,
 } FtFrameType;
+
+/*
+ * DATA flag: the payload ends inside an event, the rest follows in the
+ * next frame.  The backup hands data to replay only up to the end of a
+ * frame without it, so replay never sees a partial event.
+ */
+#define FT_FRAME_F_MORE         0x0001
 
 typedef struct FtFrameHeader {
     uint8_t version;
