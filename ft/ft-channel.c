@@ -62,6 +62,8 @@
 #define FT_HANDSHAKE_MS         10000
 #define FT_CLOSE_DRAIN_MS       2000
 #define FT_DIGEST_SIZE          32
+/* ft_read_frame(): socket errors, apart from the frame decoder's */
+#define FT_SOCK_ERR(e)          (-1000 - (e))
 #define FT_REPORT_NS            (10 * SCALE_MS)
 
 typedef struct FtChannel FtChannel;
@@ -80,7 +82,7 @@ typedef struct FtEvent {
 
 /*
  * Wait up to @timeout_ms for the next frame.  Returns FT_DEC_FRAME, 0 on
- * timeout, or a negative error (-EPIPE: the peer closed the connection;
+ * timeout, or a negative error (FT_SOCK_ERR(EPIPE): the peer closed it;
  * FT_DEC_ERR_*: a bad frame).  @rxbuf holds input not yet decoded.
  */
 typedef struct FtReader {
@@ -322,7 +324,7 @@ static int ft_read_frame(int fd, FtReader *r, int timeout_ms,
             if (errno == EINTR) {
                 continue;
             }
-            return -errno;
+            return FT_SOCK_ERR(errno);
         }
         if (n == 0) {
             return 0;
@@ -332,10 +334,10 @@ static int ft_read_frame(int fd, FtReader *r, int timeout_ms,
             if (errno == EINTR || errno == EAGAIN) {
                 continue;
             }
-            return -errno;
+            return FT_SOCK_ERR(errno);
         }
         if (got == 0) {
-            return -EPIPE;
+            return FT_SOCK_ERR(EPIPE);
         }
         r->len = got;
         r->pos = 0;
@@ -344,13 +346,14 @@ static int ft_read_frame(int fd, FtReader *r, int timeout_ms,
 
 static char *ft_read_error(int ret)
 {
-    if (ret == -EPIPE) {
+    if (ret == FT_SOCK_ERR(EPIPE)) {
         return g_strdup("connection closed by peer");
     }
-    if (ret <= FT_DEC_ERR_MAGIC && ret >= FT_DEC_ERR_HCRC) {
-        return g_strdup_printf("bad frame: %s", ft_frame_strerror(ret));
+    if (ret <= FT_SOCK_ERR(0)) {
+        return g_strdup_printf("socket error: %s",
+                               strerror(FT_SOCK_ERR(0) - ret));
     }
-    return g_strdup_printf("socket error: %s", strerror(-ret));
+    return g_strdup_printf("bad frame: %s", ft_frame_strerror(ret));
 }
 
 /* Connection state, with ch->lock held */
@@ -542,18 +545,19 @@ static void *ft_primary_tx_thread(void *opaque)
         uint32_t len = 0;
         int ret;
 
-        if (ch->sent < ch->written) {
+        if (ch->sent < ch->written && now_ns() < hb_due) {
             len = ft_next_frame_locked(ch, &flags);
             memcpy(frame, ch->buf + (ch->sent - ch->base), len);
             /* before the send: the ACK may come back at once */
             ch->sent += len;
             ft_proto_sent(&ch->proto, off, len);
             ft_bw_update_locked(ch, len);
-        } else if (now_ns() < hb_due && !ch->closing) {
+        } else if (now_ns() < hb_due && !ch->closing &&
+                   ch->sent == ch->written) {
             qemu_cond_timedwait(&ch->cond, &ch->lock,
                                 (hb_due - now_ns()) / SCALE_MS + 1);
             continue;
-        } else if (ch->closing) {
+        } else if (ch->closing && ch->sent == ch->written) {
             break;
         }
         qemu_mutex_unlock(&ch->lock);
@@ -601,7 +605,7 @@ static void *ft_primary_rx_thread(void *opaque)
                                 ch->timeout_ms) :
                 ft_read_error(ret);
 
-            if (ch->closing && ret == -EPIPE) {
+            if (ch->closing && ret == FT_SOCK_ERR(EPIPE)) {
                 qemu_mutex_unlock(&ch->lock);
                 break;
             }

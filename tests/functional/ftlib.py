@@ -12,8 +12,10 @@ import os
 import re
 import shutil
 import socket
+import struct
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -39,6 +41,61 @@ def free_tcp_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def wait_port(port, timeout):
+    """Wait until something listens on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open('/proc/net/tcp') as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == '0A' and \
+                        int(fields[1].split(':')[1], 16) == port:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f'nothing listens on port {port} after {timeout}s')
+
+
+# -- logging channel frames (docs/wire-format.md), for fake peers -------
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC_T = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xffffffff
+    for b in data:
+        crc = _CRC_T[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+FRAME_HELLO, FRAME_DATA, FRAME_ACK, FRAME_HEARTBEAT, FRAME_END = 1, 2, 3, 4, 5
+REPLAY_VERSION = 0xe0200d
+
+
+def frame(ftype, gen=1, offset=0, payload=b'', flags=0, version=1):
+    hdr = struct.pack('<IBBHIIQ', 0x4c544651, version, ftype, flags, gen,
+                      len(payload), offset)
+    crc = crc32c(hdr + payload)
+    hdr += struct.pack('<I', crc)
+    return hdr + struct.pack('<I', crc32c(hdr)) + payload
+
+
+def hello(role, gen=1, offset=0, replay_version=REPLAY_VERSION,
+          vm_id=bytes(16)):
+    """HELLO payload; role 1 = primary, 2 = backup."""
+    return struct.pack('<B3xIIIQ16sI4x', role, replay_version, gen,
+                       1 << 20, offset, vm_id, 100)
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -144,7 +201,7 @@ class FTTestCase(unittest.TestCase):
         return f'{FAST_BOOT} {extra}'.strip()
 
     def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
-                args=(), memory=256, no_shutdown=False):
+                args=(), memory=256, no_shutdown=False, icount_extra=''):
         """A q35, 1 vCPU, Nehalem VM booting the test guest.
 
         Its console goes to <workdir>/<name>.console; returns (vm, console).
@@ -153,8 +210,11 @@ class FTTestCase(unittest.TestCase):
                          log_dir=self.workdir)
         console = Console(self.scratch(name + '.console'))
         icount = f'shift={shift}'
-        if rr:
+        if rr and rrfile:
             icount += f',rr={rr},rrfile={rrfile}'
+        elif rr:
+            icount += f',rr={rr}'
+        icount += icount_extra
         vm.add_args('-machine', 'q35', '-cpu', 'Nehalem', '-smp', '1',
                     '-m', str(memory), '-nodefaults',
                     '-icount', icount,
@@ -169,6 +229,70 @@ class FTTestCase(unittest.TestCase):
         vm.add_args(*args)
         self.vms.append(vm)
         return vm, console
+
+    # -- fault-tolerant pairs --------------------------------------------
+
+    def make_pair(self, append, backup_append=None, primary_args=(),
+                  backup_args=(), rrx='', backup_rrx=None, primary_server=False,
+                  memory=256, backup_memory=None, launch=True,
+                  client_port=None):
+        """A primary recording to a backup that replays it live.
+
+        The log goes over TCP on 127.0.0.1; by default the backup is the
+        server and waits for the primary.  Returns (p, pcon, b, bcon).
+        """
+        port = free_tcp_port()
+        addr = f'host=127.0.0.1,port={port}'
+        server = f'socket,id=ftlog,{addr},server=on,wait=on'
+        client = f'socket,id=ftlog,host=127.0.0.1,port={client_port or port}'
+        p, pcon = self.make_vm(
+            'primary', append, rr='record', memory=memory,
+            icount_extra=',rrchardev=ftlog' + rrx,
+            args=['-chardev', server if primary_server else client,
+                  *primary_args])
+        b, bcon = self.make_vm(
+            'backup', append if backup_append is None else backup_append,
+            rr='replay', memory=backup_memory or memory,
+            icount_extra=',rrchardev=ftlog' +
+            (rrx if backup_rrx is None else backup_rrx),
+            args=['-chardev', client if primary_server else server,
+                  *backup_args])
+        self.ft_port = port
+        if launch:
+            self.launch_pair(p, b, primary_server)
+        return p, pcon, b, bcon
+
+    def launch_pair(self, p, b, primary_server=False):
+        """Launch both; the server side blocks until the client comes."""
+        first, second = (p, b) if primary_server else (b, p)
+        err = []
+
+        def run():
+            try:
+                first.launch()
+            except Exception as e:  # noqa: BLE001  re-raised below
+                err.append(e)
+        t = threading.Thread(target=run)
+        t.start()
+        wait_port(self.ft_port, 30)
+        second.launch()
+        t.join(60)
+        if err:
+            raise err[0]
+
+    @staticmethod
+    def ft(vm):
+        """x-query-ft, and how long it took in ms."""
+        t0 = time.monotonic()
+        r = vm.cmd('x-query-ft')
+        return r, (time.monotonic() - t0) * 1000
+
+    @staticmethod
+    def wait_event(vm, name, timeout):
+        ev = vm.event_wait(name, timeout=timeout)
+        if ev is None:
+            raise AssertionError(f'{vm._name}: no {name} event in {timeout}s')
+        return ev
 
     # -- state digests --------------------------------------------------
 

@@ -1,0 +1,340 @@
+# Logging channel: a primary streams its replay log live to a backup that
+# replays it in lockstep.
+#
+# Real QEMU processes boot the real test guest; the channel runs over TCP
+# on 127.0.0.1.  Faults are real: kill -9, SIGSTOP, and a man-in-the-middle
+# proxy that damages the frames on the wire.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+import unittest
+
+from ftlib import (FTTestCase, FRAME_DATA, FRAME_HELLO, frame, hello,
+                   free_tcp_port, wait_port)
+
+PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '60'))
+
+
+class FrameProxy:
+    """TCP proxy primary -> backup that can damage one DATA frame.
+
+    mode: None, 'corrupt' (flip a payload byte), 'repeat' (send it twice),
+    'drop' (leave it out), 'truncate' (send half of it, then cut both
+    connections).
+    """
+
+    def __init__(self, listen_port, target_port, mode=None, nth=200):
+        self.mode, self.nth = mode, nth
+        self.target_port = target_port
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(('127.0.0.1', listen_port))
+        self.lsock.listen(1)
+        self.done = threading.Event()
+        self.data_frames = 0
+        self.damaged = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        a, _ = self.lsock.accept()
+        b = socket.create_connection(('127.0.0.1', self.target_port))
+        threading.Thread(target=self._pipe, args=(b, a), daemon=True).start()
+        buf = b''
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                buf += d
+                while len(buf) >= 32:
+                    ln = struct.unpack_from('<I', buf, 12)[0]
+                    if len(buf) < 32 + ln:
+                        break
+                    f, buf = buf[:32 + ln], buf[32 + ln:]
+                    if f[5] == FRAME_DATA:
+                        self.data_frames += 1
+                        if self.data_frames == self.nth and self.mode:
+                            self.damaged = True
+                            if self.mode == 'corrupt':
+                                f = f[:-1] + bytes([f[-1] ^ 0x40])
+                            elif self.mode == 'repeat':
+                                b.sendall(f)
+                            elif self.mode == 'drop':
+                                continue
+                            elif self.mode == 'truncate':
+                                b.sendall(f[:16 + ln // 2])
+                                return
+                    b.sendall(f)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.done.set()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+
+
+class FTChannelTest(FTTestCase):
+
+    def lockstep(self, seconds=PAIR_SECONDS, client=None, **knobs):
+        """Run a pair for @seconds after the guest is ready; check that
+        the backup keeps in lockstep.  Returns the samples."""
+        append = self.guest_args(**knobs)
+        p, pcon, b, bcon = self.make_pair(append, **self.pair_args)
+        pcon.wait(r'FT-READY', 120, p)
+        stop = threading.Event()
+        if client:
+            th = threading.Thread(target=client, args=(stop,), daemon=True)
+            th.start()
+        samples = []
+        slowest = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(1)
+            pi, pt = self.ft(p)
+            bi, bt = self.ft(b)
+            slowest = max(slowest, pt, bt)
+            samples.append((pi, bi))
+            self.assertEqual(pi['state'], 'streaming', pi)
+            self.assertEqual(bi['state'], 'streaming', bi)
+            self.assertEqual(bi['digest']['mismatches'], 0, bi)
+        stop.set()
+        pi, bi = samples[-1]
+        self.log.info('primary %s', pi)
+        self.log.info('backup %s', bi)
+        # The backup checked digests all along and played nearly all of it
+        self.assertGreater(bi['digest']['checks'], 5 * seconds)
+        self.assertGreater(bi['log-consumed'], samples[0][1]['log-consumed'])
+        # Lag stayed within the bound (plus the staleness of the report)
+        worst = max(s[0]['lag-ms'] for s in samples)
+        self.assertLess(worst, pi['max-lag-ms'] + 500, samples)
+        # x-query-ft answered promptly on both sides
+        self.assertLess(slowest, 500)
+        # What the backup printed, the primary printed first
+        time.sleep(2)
+        ptext, btext = pcon.text(), bcon.text()
+        self.assertTrue(ptext.startswith(btext[:len(btext) - 200]),
+                        'backup console is not a prefix of the primary')
+        return samples
+
+    pair_args = {}
+
+    def test_lockstep_idle(self):
+        self.lockstep(work='')
+
+    def test_lockstep_ticker(self):
+        self.lockstep(work='ticker')
+
+    def test_lockstep_cpu(self):
+        self.lockstep(work='cpu,ticker', cpu_iters=1000000)
+
+    def test_lockstep_disk(self):
+        # Until the shared disk (issue 6) each side has its own copy.
+        pd = self.make_disk('p.img', 16)
+        bd = self.make_disk('b.img', 16)
+
+        def drive(path):
+            return ['-drive', f'file={path},if=none,id=d0,format=raw',
+                    '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr',
+                    '-device', 'ide-hd,drive=d0-rr']
+        self.pair_args = {'primary_args': drive(pd), 'backup_args': drive(bd)}
+        self.lockstep(work='disk,ticker', disk_loops=0, disk_mb=4)
+
+    def test_lockstep_network(self):
+        port = free_tcp_port()
+
+        def net(fwd):
+            return ['-netdev', 'user,id=n0' + fwd,
+                    '-device', 'virtio-net-pci,netdev=n0,romfile=',
+                    '-object', 'filter-replay,id=fr0,netdev=n0']
+        self.pair_args = {
+            'primary_args': net(f',hostfwd=tcp:127.0.0.1:{port}-:7'),
+            'backup_args': net('')}
+        sent = []
+
+        def client(stop):
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(('127.0.0.1', port),
+                                                  timeout=10) as s:
+                        while not stop.is_set():
+                            msg = os.urandom(4096)
+                            s.sendall(msg)
+                            got = b''
+                            while len(got) < len(msg):
+                                d = s.recv(65536)
+                                if not d:
+                                    raise OSError('closed')
+                                got += d
+                            assert got == msg
+                            sent.append(len(msg))
+                except OSError:
+                    time.sleep(0.5)
+        self.lockstep(work='echo,ticker', client=client,
+                      ip='10.0.2.15/24', gw='10.0.2.2')
+        self.assertGreater(sum(sent), 64 * 1024, 'no echo traffic')
+
+    # -- divergence -----------------------------------------------------
+
+    def test_divergence_is_detected(self):
+        append = self.guest_args(work='ticker')
+        p, pcon, b, bcon = self.make_pair(append,
+                                          backup_append=append + ' ft.x=1')
+        ev = self.wait_event(b, 'FT_DIVERGENCE', 120)
+        self.log.info('divergence: %s', ev)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'diverged')
+        self.assertGreaterEqual(bi['digest']['mismatches'], 1)
+        self.assertEqual(bi['digest']['mismatch-icount'],
+                         ev['data']['icount'])
+        self.wait_runstate(b, ['internal-error'], 30)
+        # The primary loses its backup and runs on unprotected
+        self.wait_event(p, 'FT_PEER_LOST', 30)
+        n = len(pcon.lines())
+        pcon.wait(r'TICK \d+', 60, p)
+        time.sleep(3)
+        self.assertGreater(len(pcon.lines()), n)
+        self.assertEqual(self.ft(p)[0]['state'], 'peer-lost')
+
+    # -- failures -------------------------------------------------------
+
+    def test_kill_backup(self):
+        p, pcon, b, bcon = self.make_pair(self.guest_args(work='ticker'))
+        pcon.wait(r'TICK 2\b', 120, p)
+        os.kill(b.get_pid(), signal.SIGKILL)
+        ev = self.wait_event(p, 'FT_PEER_LOST', 30)
+        self.log.info('%s', ev)
+        pi, t = self.ft(p)
+        self.assertEqual(pi['state'], 'peer-lost')
+        self.assertLess(t, 500)
+        m = pcon.wait(r'TICK (\d+)', 30, p)
+        pcon.wait(rf'TICK {int(m.group(1)) + 3}\b', 60, p)
+
+    def test_sigstop_backup(self):
+        p, pcon, b, bcon = self.make_pair(
+            self.guest_args(work='ticker'), rrx=',rrtimeout=1000')
+        pcon.wait(r'TICK 2\b', 120, p)
+        os.kill(b.get_pid(), signal.SIGSTOP)
+        try:
+            ev = self.wait_event(p, 'FT_PEER_LOST', 30)
+            self.assertIn('no ACK or heartbeat', ev['data']['reason'])
+            m = pcon.wait(r'TICK (\d+)', 30, p)
+            pcon.wait(rf'TICK {int(m.group(1)) + 3}\b', 60, p)
+        finally:
+            os.kill(b.get_pid(), signal.SIGCONT)
+
+    def test_kill_primary(self):
+        p, pcon, b, bcon = self.make_pair(self.guest_args(work='ticker'))
+        pcon.wait(r'TICK 3\b', 120, p)
+        os.kill(p.get_pid(), signal.SIGKILL)
+        ev = self.wait_event(b, 'FT_PEER_LOST', 30)
+        self.log.info('%s', ev)
+        self.wait_runstate(b, ['paused'], 60)
+        bi, t = self.ft(b)
+        self.assertEqual(bi['state'], 'peer-lost')
+        self.assertEqual(bi['log-consumed'], bi['log-received'])
+        self.assertLess(t, 500)
+        self.assertIn('TICK 2', bcon.text())
+        self.assertTrue(pcon.text().startswith(bcon.text()))
+
+    # -- bad input on the wire ------------------------------------------
+
+    def damaged_stream(self, mode, reason):
+        proxy_port = free_tcp_port()
+        p, pcon, b, bcon = self.make_pair(self.guest_args(work='ticker'),
+                                          launch=False,
+                                          client_port=proxy_port)
+        self.proxy = FrameProxy(proxy_port, self.ft_port, mode)
+        t = threading.Thread(target=b.launch)
+        t.start()
+        wait_port(self.ft_port, 30)
+        p.launch()
+        t.join(60)
+        ev = self.wait_event(b, 'FT_PEER_LOST', 120)
+        self.log.info('%s', ev)
+        self.assertTrue(self.proxy.damaged)
+        self.assertIn(reason, ev['data']['reason'])
+        self.wait_runstate(b, ['paused'], 60)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'peer-lost')
+        self.assertEqual(bi['digest']['mismatches'], 0)
+        # Nothing after the damage was played
+        self.assertLessEqual(bi['log-consumed'], bi['log-received'])
+        # The primary loses its backup and runs on
+        self.wait_event(p, 'FT_PEER_LOST', 30)
+        pcon.wait(r'TICK 2\b', 120, p)
+        self.assertTrue(pcon.text().startswith(bcon.text()))
+
+    def test_corrupted_frame(self):
+        self.damaged_stream('corrupt', 'checksum')
+
+    def test_repeated_frame(self):
+        self.damaged_stream('repeat', 'already received')
+
+    def test_dropped_frame(self):
+        self.damaged_stream('drop', 'beyond')
+
+    def test_truncated_frame(self):
+        self.damaged_stream('truncate', 'connection closed')
+
+    def test_refused_peers(self):
+        """Peers that speak another version, generation or role, garbage,
+        and a second primary are refused; the real primary still gets in."""
+        append = self.guest_args(work='ticker')
+        p, pcon, b, bcon = self.make_pair(append, launch=False)
+        t = threading.Thread(target=b.launch)
+        t.start()
+        wait_port(self.ft_port, 30)
+
+        def attempt(data):
+            with socket.create_connection(('127.0.0.1', self.ft_port)) as s:
+                s.sendall(data)
+                s.settimeout(15)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        attempt(b'GET / HTTP/1.0\r\n\r\n' + bytes(64))
+        attempt(frame(FRAME_HELLO, payload=hello(1), version=2))
+        attempt(frame(FRAME_HELLO, gen=7, payload=hello(1, gen=7)))
+        attempt(frame(FRAME_HELLO, payload=hello(2)))
+        attempt(frame(FRAME_HELLO, payload=hello(1, replay_version=1)))
+        attempt(frame(FRAME_DATA, payload=b'x'))
+        p.launch()
+        t.join(60)
+        pcon.wait(r'TICK 2\b', 120, p)
+        # A second primary while streaming
+        attempt(frame(FRAME_HELLO, payload=hello(1)))
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'streaming')
+        b.shutdown(hard=True)
+        log = b.get_log() or ''
+        for msg in ('bad frame magic', 'unsupported protocol version',
+                    'generation', 'same role', 'log format',
+                    'HELLO', 'with another peer'):
+            self.assertIn(msg, log)
+
+
+if __name__ == '__main__':
+    unittest.main()
