@@ -243,6 +243,34 @@ class FTChannelTest(FTTestCase):
         finally:
             os.kill(b.get_pid(), signal.SIGCONT)
 
+    def test_starved_backup_answers(self):
+        """A primary stopped for less than rrtimeout starves the backup;
+        QMP on the backup answers promptly all along, and the pair goes
+        on streaming afterwards."""
+        p, pcon, b, bcon = self.make_pair(
+            self.guest_args(work='ticker'), rrx=',rrtimeout=4000')
+        pcon.wait(r'TICK 2\b', 120, p)
+        os.kill(p.get_pid(), signal.SIGSTOP)
+        try:
+            times = []
+            end = time.monotonic() + 2.5
+            while time.monotonic() < end:
+                bi, t = self.ft(b)
+                times.append(t)
+                time.sleep(0.05)
+            consumed = bi['log-consumed']
+            self.assertEqual(bi['log-consumed'], bi['log-received'])
+        finally:
+            os.kill(p.get_pid(), signal.SIGCONT)
+        self.log.info('x-query-ft on a starved backup: max %.1f ms of %d',
+                      max(times), len(times))
+        self.assertLess(max(times), 500)
+        m = pcon.wait(r'TICK (\d+)', 30, p)
+        bcon.wait(rf'TICK {int(m.group(1)) + 2}\b', 60, b)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'streaming')
+        self.assertGreater(bi['log-consumed'], consumed)
+
     def test_kill_primary(self):
         p, pcon, b, bcon = self.make_pair(self.guest_args(work='ticker'))
         pcon.wait(r'TICK 3\b', 120, p)

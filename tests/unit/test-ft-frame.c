@@ -2,6 +2,7 @@
 #include <string.h>
 #include "ft-crc32c.h"
 #include "ft-frame.h"
+#include <stdbool.h>
 #include "tap.h"
 
 static size_t make(uint8_t *out, uint8_t type, uint32_t gen, uint64_t off,
@@ -152,6 +153,28 @@ int main(void)
         r = feed_all(&d, bad, 33, 33, &frames, &last, got);
         CHECK(r == FT_DEC_ERR_VERSION, "other version refused");
         ft_frame_decoder_destroy(&d);
+
+        for (int t = FT_FRAME_HELLO; t <= FT_FRAME_END; t++) {
+            for (uint16_t fl = 1; fl; fl <<= 1) {
+                FtFrameHeader fh = {
+                    .version = FT_PROTO_VERSION, .type = t, .flags = fl,
+                    .gen = 1, .len = 1,
+                };
+                bool want = t == FT_FRAME_DATA && fl == FT_FRAME_F_MORE;
+
+                ft_frame_encode(bad, &fh, "x");
+                bad[FT_FRAME_HDR_SIZE] = 'x';
+                ft_frame_decoder_init(&d, 0);
+                r = feed_all(&d, bad, 33, 33, &frames, &last, got);
+                if ((r == FT_DEC_FRAME && last.flags == fl) != want ||
+                    (!want && r != FT_DEC_ERR_FLAGS)) {
+                    CHECK(0, "flags %#x on type %d: %s", fl, t,
+                          ft_frame_strerror(r));
+                }
+                ft_frame_decoder_destroy(&d);
+            }
+        }
+        CHECK(1, "only DATA may carry a flag, and only F_MORE");
 
         make(bad, 9, 1, 0, "x", 1);
         ft_frame_decoder_init(&d, 0);
