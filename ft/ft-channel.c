@@ -65,6 +65,7 @@
 /* ft_read_frame(): socket errors, apart from the frame decoder's */
 #define FT_SOCK_ERR(e)          (-1000 - (e))
 #define FT_REPORT_NS            (10 * SCALE_MS)
+#define FT_TX_BATCH_NS          (1 * SCALE_MS)
 
 typedef struct FtChannel FtChannel;
 
@@ -124,6 +125,9 @@ struct FtChannel {
 
     QemuMutex lock;
     QemuCond cond;
+    QemuCond tx_cond;               /* wakes the primary's sender */
+    bool tx_sleeping;
+    int64_t tx_wake_ns;
     FtState state;
     char *error;
     QIOChannelSocket *conn;
@@ -391,6 +395,7 @@ static void ft_lost_locked(FtChannel *ch, const char *reason)
         ch->bounds_count = 0;
     }
     qemu_cond_broadcast(&ch->cond);
+    qemu_cond_broadcast(&ch->tx_cond);
     if (ch->role == FT_ROLE_BACKUP) {
         qemu_notify_event();
         if (first_cpu) {
@@ -534,6 +539,7 @@ static void *ft_primary_tx_thread(void *opaque)
     FtChannel *ch = opaque;
     uint8_t *frame = g_malloc(FT_TX_PAYLOAD);
     int64_t last_tx = now_ns();
+    int64_t last_data = 0;
 
     qemu_mutex_lock(&ch->lock);
     while (ch->state == FT_STATE_STREAMING) {
@@ -554,8 +560,14 @@ static void *ft_primary_tx_thread(void *opaque)
             ft_bw_update_locked(ch, len);
         } else if (now_ns() < hb_due && !ch->closing &&
                    ch->sent == ch->written) {
-            qemu_cond_timedwait(&ch->cond, &ch->lock,
-                                (hb_due - now_ns()) / SCALE_MS + 1);
+            /* While data flows, poll for more every FT_TX_BATCH_NS. */
+            int ms = now_ns() - last_data < 5 * FT_TX_BATCH_NS ?
+                     FT_TX_BATCH_NS / SCALE_MS :
+                     (hb_due - now_ns()) / SCALE_MS + 1;
+
+            ch->tx_sleeping = true;
+            qemu_cond_timedwait(&ch->tx_cond, &ch->lock, ms);
+            ch->tx_sleeping = false;
             continue;
         } else if (ch->closing && ch->sent == ch->written) {
             break;
@@ -565,6 +577,7 @@ static void *ft_primary_tx_thread(void *opaque)
         if (len) {
             ret = ft_send_frame(fd, FT_FRAME_DATA, flags, ch->gen, off,
                                 frame, len);
+            last_data = now_ns();
         } else {
             ret = ft_send_u64(ch, fd, FT_FRAME_HEARTBEAT, off, icount);
         }
@@ -946,8 +959,20 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
         memcpy(ch->buf + (ch->written - ch->base), buf, len);
         ch->written += len;
         ft_bound_push_locked(ch, ch->written);
-        if (ch->state == FT_STATE_STREAMING) {
-            qemu_cond_broadcast(&ch->cond);
+        /*
+         * Wake the sender at most every FT_TX_BATCH_NS, or once a frame's
+         * worth is pending: tens of thousands of commits a second must
+         * not each cost a thread switch.  While data flows the sender
+         * polls every FT_TX_BATCH_NS by itself.
+         */
+        if (ch->state == FT_STATE_STREAMING && ch->tx_sleeping) {
+            int64_t now = now_ns();
+
+            if (ch->written - ch->sent >= FT_TX_PAYLOAD ||
+                now - ch->tx_wake_ns >= FT_TX_BATCH_NS) {
+                ch->tx_wake_ns = now;
+                qemu_cond_signal(&ch->tx_cond);
+            }
         }
     } else {
         ch->written += len;
@@ -1097,7 +1122,7 @@ static void ft_close(ReplayStream *s)
     ch->closing = true;
     if (ch->role == FT_ROLE_PRIMARY && ch->state == FT_STATE_STREAMING) {
         /* Orderly end: everything sent and acknowledged, then END. */
-        qemu_cond_broadcast(&ch->cond);
+        qemu_cond_broadcast(&ch->tx_cond);
         while (ch->state == FT_STATE_STREAMING && ch->acked < ch->written &&
                now_ns() < deadline) {
             qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
@@ -1107,7 +1132,7 @@ static void ft_close(ReplayStream *s)
             uint64_t end = ch->written;
 
             ch->state = FT_STATE_ENDED;
-            qemu_cond_broadcast(&ch->cond);
+            qemu_cond_broadcast(&ch->tx_cond);
             qemu_mutex_unlock(&ch->lock);
             if (ch->tx_started) {
                 qemu_thread_join(&ch->tx_thread);
@@ -1120,6 +1145,7 @@ static void ft_close(ReplayStream *s)
     if (ch->state == FT_STATE_STREAMING || ch->state == FT_STATE_WAITING) {
         ch->state = FT_STATE_ENDED;
     }
+    qemu_cond_broadcast(&ch->tx_cond);
     if (ch->fd >= 0) {
         shutdown(ch->fd, SHUT_RDWR);
     }
@@ -1353,6 +1379,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     ch->state = FT_STATE_WAITING;
     qemu_mutex_init(&ch->lock);
     qemu_cond_init(&ch->cond);
+    qemu_cond_init(&ch->tx_cond);
     g_queue_init(&ch->events);
     ch->bw_prev_ns = now_ns();
     if (qemu_uuid_set) {
