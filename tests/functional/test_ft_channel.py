@@ -122,8 +122,9 @@ class FTChannelTest(FTTestCase):
         pi, bi = samples[-1]
         self.log.info('primary %s', pi)
         self.log.info('backup %s', bi)
-        # The backup checked digests all along and played nearly all of it
-        self.assertGreater(bi['digest']['checks'], 5 * seconds)
+        # The backup checked digests all along (one per 100 ms of guest
+        # execution: an idle guest executes little) and kept playing
+        self.assertGreater(bi['digest']['checks'], seconds)
         self.assertGreater(bi['log-consumed'], samples[0][1]['log-consumed'])
         # Lag stayed within the bound (plus the staleness of the report)
         worst = max(s[0]['lag-ms'] for s in samples)
