@@ -84,7 +84,7 @@ def icount(vm):
     return vm.cmd('query-replay')['icount']
 
 
-def measure(workload, seconds):
+def measure(workload, seconds, rrx=''):
     knobs = WORKLOADS[workload]
     res = {}
     # unprotected
@@ -117,7 +117,7 @@ def measure(workload, seconds):
     stop = threading.Event()
     try:
         p, pcon, b, bcon = t.make_pair(
-            t.guest_args(**knobs),
+            t.guest_args(**knobs), rrx=rrx,
             primary_args=devices(t, workload, 'primary'),
             backup_args=devices(t, workload, 'backup'))
         pcon.wait(r'FT-READY', 300, p)
@@ -155,14 +155,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=int, default=30)
     ap.add_argument('--workloads', default=','.join(WORKLOADS))
+    ap.add_argument('--rrx', default='',
+                    help='extra -icount options for the pair, e.g. '
+                    '",rrlag=5000"')
     args = ap.parse_args()
     rows = []
     for w in args.workloads.split(','):
-        r = measure(w, args.seconds)
+        r = measure(w, args.seconds, args.rrx)
         rows.append((w, r))
         print(w, r, flush=True)
     print()
-    print(f'window {args.seconds} s after FT-READY; icount shift=5; '
+    print(f'window {args.seconds} s after FT-READY; icount shift=5{args.rrx}; '
           'both VMs of the pair on this host')
     print('| workload | primary / unprotected | backup / primary | '
           'log Mbit/s | lag p50 ms | lag p99 ms | throttled ms | '
