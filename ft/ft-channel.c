@@ -84,7 +84,7 @@ typedef struct FtEvent {
 /*
  * Wait up to @timeout_ms for the next frame.  Returns FT_DEC_FRAME, 0 on
  * timeout, or a negative error (FT_SOCK_ERR(EPIPE): the peer closed it;
- * FT_DEC_ERR_*: a bad frame).  @rxbuf holds input not yet decoded.
+ * FT_DEC_ERR_*: a bad frame).  @r holds input not yet decoded.
  */
 typedef struct FtReader {
     FtFrameDecoder dec;

@@ -294,11 +294,7 @@ class FTChannelTest(FTTestCase):
                                           launch=False,
                                           client_port=proxy_port)
         self.proxy = FrameProxy(proxy_port, self.ft_port, mode)
-        t = threading.Thread(target=b.launch)
-        t.start()
-        wait_port(self.ft_port, 30)
-        p.launch()
-        t.join(60)
+        self.launch_pair(p, b)
         ev = self.wait_event(b, 'FT_PEER_LOST', 120)
         self.log.info('%s', ev)
         self.assertTrue(self.proxy.damaged)
