@@ -52,6 +52,7 @@
 #include "ft-bytes.h"
 #include "ft-frame.h"
 #include "ft-proto.h"
+#include "ft-lock.h"
 
 /* Must follow REPLAY_VERSION in replay/replay.c: checked in the HELLO. */
 #define FT_REPLAY_VERSION       0xe0200d
@@ -66,6 +67,10 @@
 #define FT_SOCK_ERR(e)          (-1000 - (e))
 #define FT_REPORT_NS            (10 * SCALE_MS)
 #define FT_TX_BATCH_NS          (1 * SCALE_MS)
+/* Console output a backup keeps back, at most */
+#define FT_KEPT_MAX             (1 * MiB)
+#define FT_ARB_RETRY_MS         100
+#define FT_HALT_EXIT_MS         500
 
 typedef struct FtChannel FtChannel;
 
@@ -73,7 +78,25 @@ typedef enum FtEventKind {
     FT_EV_UP,
     FT_EV_LOST,
     FT_EV_DIVERGED,
+    FT_EV_ARB_WON,
+    FT_EV_ARB_LOST,
+    FT_EV_ALONE,            /* a primary runs on alone */
+    FT_EV_HALT,
 } FtEventKind;
+
+/* Output held by the output rule, or kept back by a backup */
+typedef struct FtHeld {
+    Chardev *chr;
+    uint64_t tag;           /* log offset just past the write's event */
+    int len;
+    uint8_t data[];
+} FtHeld;
+
+/* The sink a backup records into once it went live */
+typedef struct FtLiveStream {
+    ReplayStream stream;
+    FtChannel *ch;
+} FtLiveStream;
 
 typedef struct FtEvent {
     FtEventKind kind;
@@ -174,11 +197,54 @@ struct FtChannel {
     char *mismatch;
 
     GQueue events;
+
+    /* Failover (the arbitration thread runs once) */
+    char *lock_dir;
+    QemuThread arb_thread;
+    bool arb_started;
+    bool arb_manual;                    /* x-ft-go-live */
+    bool detaching;                     /* x-ft-detach on the primary */
+    char *lock_holder;
+    int64_t lost_ns;                    /* when the peer was lost */
+    int64_t last_rx_ns;                 /* newest frame from the peer */
+    int64_t gap_max_ns;                 /* longest silence of the peer */
+    bool golive_pending;                /* backup: won, go live when drained */
+    bool drained;                       /* backup: played all it received */
+    FtLiveStream *live;
+    uint64_t live_icount;
+    double failover_ms;
+    QEMUTimer *exit_timer;
+
+    /*
+     * Output rule.  Primary: output held until acked reaches its tag;
+     * released is how far it was let out.  Backup: output kept back until
+     * the primary reports it released (peer_released), in case the
+     * primary died before it could.
+     */
+    GQueue held;
+    uint64_t held_bytes;
+    uint64_t released;
+    uint64_t peer_released;
+    QEMUBH *release_bh;
 };
 
 static FtChannel *ft_channel;
 
 static void ft_setup_insns(FtChannel *ch);
+static void ft_start_arbitration_locked(FtChannel *ch);
+
+/* Instructions executed, as of the newest release of the replay mutex */
+static uint64_t ft_icount(FtChannel *ch)
+{
+    return qatomic_read(&(ch->live ? &ch->live->stream : &ch->stream)->icount);
+}
+
+/* Does this side (still) hold back the guest's output? */
+static bool ft_holding_state(FtState st)
+{
+    return st == FT_STATE_WAITING || st == FT_STATE_STREAMING ||
+           st == FT_STATE_ARBITRATING || st == FT_STATE_HALTED;
+}
 
 static const char *ft_role_name(FtRole role)
 {
@@ -210,12 +276,44 @@ static void ft_queue_event(FtChannel *ch, FtEventKind kind,
     qemu_bh_schedule(ch->bh);
 }
 
+static void ft_release_bh(void *opaque);
+static void ft_go_live(FtChannel *ch);
+
+static void ft_exit_cb(void *opaque)
+{
+    error_report("ft: halted: exiting");
+    _exit(EXIT_FAILURE);
+}
+
+/* Lost the lock: drop held output, stop, say so, and exit. */
+static void ft_halt(FtChannel *ch, const char *reason)
+{
+    FtHeld *h;
+
+    qemu_mutex_lock(&ch->lock);
+    while ((h = g_queue_pop_head(&ch->held))) {
+        g_free(h);
+    }
+    ch->held_bytes = 0;
+    qemu_mutex_unlock(&ch->lock);
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_PAUSED);
+    }
+    error_report("ft: %s: HALTING: %s", ft_role_name(ch->role), reason);
+    qapi_event_send_ft_halted(reason);
+    /* Give the monitor a moment to deliver the event. */
+    ch->exit_timer = timer_new_ms(QEMU_CLOCK_REALTIME, ft_exit_cb, ch);
+    timer_mod(ch->exit_timer,
+              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + FT_HALT_EXIT_MS);
+}
+
 static void ft_bh(void *opaque)
 {
     FtChannel *ch = opaque;
     FtEvent *ev;
     bool stop_diverged = false;
     bool stop_drained = false;
+    bool go_live = false;
 
     for (;;) {
         qemu_mutex_lock(&ch->lock);
@@ -223,6 +321,7 @@ static void ft_bh(void *opaque)
         if (!ev) {
             stop_drained = ch->drained_stop;
             ch->drained_stop = false;
+            go_live = ch->golive_pending && ch->drained;
         }
         qemu_mutex_unlock(&ch->lock);
         if (!ev) {
@@ -241,12 +340,26 @@ static void ft_bh(void *opaque)
             qapi_event_send_ft_divergence(ev->pos, ev->text);
             stop_diverged = true;
             break;
+        case FT_EV_ARB_WON:
+        case FT_EV_ARB_LOST:
+            qapi_event_send_ft_arbitration(ev->kind == FT_EV_ARB_WON,
+                                           ev->pos, ev->text);
+            break;
+        case FT_EV_ALONE:
+            qapi_event_send_ft_went_live(ft_role_qapi(ch), ev->pos, false,
+                                         0);
+            break;
+        case FT_EV_HALT:
+            ft_halt(ch, ev->text);
+            break;
         }
         g_free(ev->text);
         g_free(ev);
     }
     if (stop_diverged && runstate_is_running()) {
         vm_stop(RUN_STATE_INTERNAL_ERROR);
+    } else if (go_live) {
+        ft_go_live(ch);
     } else if (stop_drained && runstate_is_running()) {
         vm_stop(RUN_STATE_PAUSED);
     }
@@ -367,6 +480,35 @@ static uint64_t ft_position_locked(FtChannel *ch)
     return ch->role == FT_ROLE_PRIMARY ? ch->acked : ch->received;
 }
 
+/* A frame came from the peer. */
+static void ft_heard_locked(FtChannel *ch)
+{
+    int64_t now = now_ns();
+
+    if (ch->last_rx_ns && now - ch->last_rx_ns > ch->gap_max_ns) {
+        ch->gap_max_ns = now - ch->last_rx_ns;
+    }
+    ch->last_rx_ns = now;
+}
+
+/* Backup: drop kept output that the primary is known to have let out. */
+static void ft_trim_kept_locked(FtChannel *ch)
+{
+    FtHeld *h;
+
+    while ((h = g_queue_peek_head(&ch->held)) &&
+           (h->tag <= ch->peer_released || ch->held_bytes > FT_KEPT_MAX)) {
+        if (h->tag > ch->peer_released) {
+            warn_report_once("ft: backup: more than %d bytes of console "
+                             "output not known to be released; dropping "
+                             "the oldest", (int)FT_KEPT_MAX);
+        }
+        g_queue_pop_head(&ch->held);
+        ch->held_bytes -= h->len;
+        g_free(h);
+    }
+}
+
 /* The peer is gone or broke the protocol. */
 static void ft_lost_locked(FtChannel *ch, const char *reason)
 {
@@ -376,10 +518,18 @@ static void ft_lost_locked(FtChannel *ch, const char *reason)
     error_report("ft: %s: %s %s", ft_role_name(ch->role),
                  ch->role == FT_ROLE_PRIMARY ? "lost the backup:" :
                  "lost the primary:", reason);
-    if (ch->role == FT_ROLE_PRIMARY) {
-        error_report("ft: primary: running on unprotected");
+    ch->lost_ns = now_ns();
+    if (ch->lock_dir && ch->state == FT_STATE_STREAMING) {
+        /* Nobody goes live or runs on alone without the lock. */
+        ch->state = FT_STATE_ARBITRATING;
+        ft_start_arbitration_locked(ch);
+    } else {
+        if (ch->role == FT_ROLE_PRIMARY) {
+            error_report("ft: primary: running on unprotected");
+            qemu_bh_schedule(ch->release_bh);
+        }
+        ch->state = FT_STATE_PEER_LOST;
     }
-    ch->state = FT_STATE_PEER_LOST;
     g_free(ch->error);
     ch->error = g_strdup(reason);
     ft_queue_event(ch, FT_EV_LOST, reason, ft_position_locked(ch));
@@ -538,18 +688,28 @@ static void *ft_primary_tx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
     uint8_t *frame = g_malloc(FT_TX_PAYLOAD);
-    int64_t last_tx = now_ns();
+    int64_t last_hb = now_ns();
     int64_t last_data = 0;
+    uint64_t hb_released = 0;
 
     qemu_mutex_lock(&ch->lock);
     while (ch->state == FT_STATE_STREAMING) {
         int fd = ch->fd;
         uint64_t off = ch->sent;
         uint64_t icount = qatomic_read(&ch->stream.icount);
-        int64_t hb_due = last_tx + ch->heartbeat_ms * SCALE_MS;
+        uint64_t released = ch->released;
+        /*
+         * Heartbeats go out while data flows too: the backup watches
+         * them, and they tell it how far output was released.
+         */
+        int64_t hb_due = last_hb + ch->heartbeat_ms * SCALE_MS;
         uint16_t flags = 0;
         uint32_t len = 0;
         int ret;
+
+        if (released != hb_released) {
+            hb_due = MIN(hb_due, last_hb + FT_REPORT_NS);
+        }
 
         if (ch->sent < ch->written && now_ns() < hb_due) {
             len = ft_next_frame_locked(ch, &flags);
@@ -579,9 +739,15 @@ static void *ft_primary_tx_thread(void *opaque)
                                 frame, len);
             last_data = now_ns();
         } else {
-            ret = ft_send_u64(ch, fd, FT_FRAME_HEARTBEAT, off, icount);
+            uint8_t p[16];
+
+            ft_put_le64(p, icount);
+            ft_put_le64(p + 8, released);
+            ret = ft_send_frame(fd, FT_FRAME_HEARTBEAT, 0, ch->gen, off,
+                                p, sizeof(p));
+            last_hb = now_ns();
+            hb_released = released;
         }
-        last_tx = now_ns();
 
         qemu_mutex_lock(&ch->lock);
         if (ret < 0) {
@@ -638,6 +804,11 @@ static void *ft_primary_rx_thread(void *opaque)
         if (h.len >= 8) {
             ch->peer_icount = ft_get_le64(payload);
         }
+        ft_heard_locked(ch);
+        if (!g_queue_is_empty(&ch->held) &&
+            ((FtHeld *)g_queue_peek_head(&ch->held))->tag <= ch->acked) {
+            qemu_bh_schedule(ch->release_bh);
+        }
         qemu_cond_broadcast(&ch->cond);
         qemu_mutex_unlock(&ch->lock);
     }
@@ -691,6 +862,7 @@ static void *ft_backup_rx_thread(void *opaque)
             }
         } else {
             last_rx = now_ns();
+            ft_heard_locked(ch);
             ret = ft_proto_receive(&ch->proto, &h, payload);
             if (ret < 0) {
                 g_autofree char *why =
@@ -719,6 +891,10 @@ static void *ft_backup_rx_thread(void *opaque)
                 }
             } else if (h.type == FT_FRAME_HEARTBEAT && h.len >= 8) {
                 ch->peer_icount = ft_get_le64(payload);
+                if (h.len >= 16) {
+                    ch->peer_released = ft_get_le64(payload + 8);
+                    ft_trim_kept_locked(ch);
+                }
             } else if (h.type == FT_FRAME_END) {
                 ch->state = FT_STATE_ENDED;
                 info_report("ft: backup: the primary ended the stream at "
@@ -775,6 +951,323 @@ static void *ft_backup_rx_thread(void *opaque)
         qemu_cpu_kick(first_cpu);
     }
     return NULL;
+}
+
+/* Failover: arbitration, going live, the output rule */
+
+/*
+ * The primary lets out the output whose log the backup acknowledged, or
+ * all of it once it runs on alone.  Runs in the main loop, as does every
+ * write to a chardev, so held output cannot overtake newer output.
+ */
+static void ft_release_bh(void *opaque)
+{
+    FtChannel *ch = opaque;
+    GQueue out = G_QUEUE_INIT;
+    uint64_t upto;
+    FtHeld *h;
+    bool all;
+
+    qemu_mutex_lock(&ch->lock);
+    if (ch->role != FT_ROLE_PRIMARY || ch->state == FT_STATE_HALTED) {
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    all = !ft_holding_state(ch->state);
+    /*
+     * Only on fresh news from the backup: a primary that was stalled
+     * (SIGSTOP) may have been replaced meanwhile; the receiver decides.
+     */
+    if (!all && now_ns() - ch->last_rx_ns > ch->timeout_ms * SCALE_MS) {
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    upto = all ? UINT64_MAX : ch->acked;
+    while ((h = g_queue_peek_head(&ch->held)) && h->tag <= upto) {
+        g_queue_pop_head(&ch->held);
+        ch->held_bytes -= h->len;
+        g_queue_push_tail(&out, h);
+    }
+    qemu_mutex_unlock(&ch->lock);
+
+    while ((h = g_queue_pop_head(&out))) {
+        qemu_chr_write_held(h->chr, h->data, h->len);
+        g_free(h);
+    }
+
+    if (!all) {
+        qemu_mutex_lock(&ch->lock);
+        ch->released = MAX(ch->released, upto);
+        qemu_mutex_unlock(&ch->lock);
+    }
+}
+
+static bool ft_out_holding(void)
+{
+    FtChannel *ch = ft_channel;
+    bool holding;
+
+    qemu_mutex_lock(&ch->lock);
+    holding = ft_holding_state(ch->state) || !g_queue_is_empty(&ch->held);
+    qemu_mutex_unlock(&ch->lock);
+    return holding;
+}
+
+static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
+{
+    FtChannel *ch = ft_channel;
+    FtHeld *h;
+    bool playing;
+
+    if (!ch || len <= 0) {
+        return false;
+    }
+    playing = ch->role == FT_ROLE_BACKUP && !ch->live;
+    if (!playing && ch->live) {
+        return false;
+    }
+    h = g_malloc(sizeof(*h) + len);
+    h->chr = chr;
+    h->len = len;
+    memcpy(h->data, buf, len);
+    /* Just past the write's CHAR_WRITE event in the log */
+    h->tag = replay_stream_tell(&ch->stream);
+
+    qemu_mutex_lock(&ch->lock);
+    g_queue_push_tail(&ch->held, h);
+    ch->held_bytes += len;
+    if (playing) {
+        ft_trim_kept_locked(ch);
+    } else if (!ft_holding_state(ch->state)) {
+        qemu_bh_schedule(ch->release_bh);
+    }
+    qemu_mutex_unlock(&ch->lock);
+
+    /* End the slice soon, so that the log up to here is committed. */
+    if (!playing && current_cpu) {
+        cpu_exit(current_cpu);
+    }
+    return true;
+}
+
+static const ReplayOutputOps ft_output_ops = {
+    .holding = ft_out_holding,
+    .chr_hold = ft_out_hold,
+};
+
+/* The primary leaves the backup in an orderly way: END, then close. */
+static void ft_detach_end(FtChannel *ch)
+{
+    uint64_t end;
+    int fd;
+
+    /* The sender stops once the state is not streaming. */
+    if (ch->tx_started) {
+        qemu_thread_join(&ch->tx_thread);
+        ch->tx_started = false;
+    }
+    qemu_mutex_lock(&ch->lock);
+    fd = ch->fd;
+    end = ch->sent;
+    qemu_mutex_unlock(&ch->lock);
+    if (fd >= 0) {
+        ft_send_frame(fd, FT_FRAME_END, 0, ch->gen, end, NULL, 0);
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
+static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
+{
+    bool detach = false;
+
+    qemu_mutex_lock(&ch->lock);
+    g_free(ch->lock_holder);
+    ch->lock_holder = g_strdup(holder);
+    if (ch->lock_dir) {
+        ft_queue_event(ch, won ? FT_EV_ARB_WON : FT_EV_ARB_LOST, holder,
+                       ch->gen);
+    }
+    if (!won) {
+        g_autofree char *why =
+            g_strdup_printf("lost the lock of generation %u to %s",
+                            ch->gen, holder);
+
+        ch->state = FT_STATE_HALTED;
+        ft_queue_event(ch, FT_EV_HALT, why, 0);
+        if (ch->fd >= 0) {
+            shutdown(ch->fd, SHUT_RDWR);
+        }
+    } else if (ch->role == FT_ROLE_PRIMARY) {
+        info_report("ft: primary: won the lock of generation %u; running on "
+                    "alone, unprotected", ch->gen);
+        detach = ch->detaching;
+        ch->state = FT_STATE_LIVE;
+        ft_queue_event(ch, FT_EV_ALONE, NULL, ft_icount(ch));
+        qemu_bh_schedule(ch->release_bh);
+    } else {
+        info_report("ft: backup: won the lock of generation %u; going live "
+                    "once all log received is played", ch->gen);
+        ch->golive_pending = true;
+        if (ch->fd >= 0) {
+            /* A planned switch-over: let the primary go now. */
+            shutdown(ch->fd, SHUT_RDWR);
+        }
+        qemu_bh_schedule(ch->bh);
+    }
+    qemu_cond_broadcast(&ch->cond);
+    qemu_cond_broadcast(&ch->tx_cond);
+    qemu_mutex_unlock(&ch->lock);
+    if (detach) {
+        ft_detach_end(ch);
+    }
+}
+
+static void *ft_arb_thread(void *opaque)
+{
+    FtChannel *ch = opaque;
+    g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id, ch->gen);
+    g_autofree char *last = NULL;
+    FtLockRecord mine = { 0 };
+    FtLockRecord holder;
+
+    memcpy(mine.vm_id, ch->vm_id, sizeof(mine.vm_id));
+    mine.epoch = ch->gen;
+    mine.role = ch->role;
+    mine.nonce = ((uint64_t)g_random_int() << 32) | g_random_int();
+    mine.pid = getpid();
+    mine.time_ns = g_get_real_time() * 1000;
+    if (gethostname(mine.host, sizeof(mine.host) - 1) < 0) {
+        pstrcpy(mine.host, sizeof(mine.host), "unknown");
+    }
+    if (!ch->lock_dir) {
+        /* Only a detach without rrlock gets here: nothing to win. */
+        ft_arb_decided(ch, true, "nobody (no rrlock)");
+        return NULL;
+    }
+
+    for (;;) {
+        g_autofree char *msg = NULL;
+        char desc[256];
+        FtLockResult r;
+        int err = 0;
+
+        qemu_mutex_lock(&ch->lock);
+        if (ch->closing) {
+            qemu_mutex_unlock(&ch->lock);
+            break;
+        }
+        qemu_mutex_unlock(&ch->lock);
+
+        r = ft_lock_test_and_set(ch->lock_dir, &mine, &holder, &err);
+        if (r == FT_LOCK_WON || r == FT_LOCK_LOST) {
+            ft_lock_describe(r == FT_LOCK_WON ? &mine : &holder, desc,
+                             sizeof(desc));
+            ft_arb_decided(ch, r == FT_LOCK_WON, desc);
+            break;
+        }
+        msg = r == FT_LOCK_ERR_IO ?
+              g_strdup_printf("%s: %s", path, strerror(err)) :
+              g_strdup_printf("%s: %s", path, ft_lock_strerror(r));
+        if (g_strcmp0(msg, last)) {
+            error_report("ft: %s: cannot take the lock (%s); nobody goes "
+                         "live until it can, retrying",
+                         ft_role_name(ch->role), msg);
+            g_free(last);
+            last = g_steal_pointer(&msg);
+        }
+        g_usleep(FT_ARB_RETRY_MS * 1000);
+    }
+    return NULL;
+}
+
+static void ft_start_arbitration_locked(FtChannel *ch)
+{
+    if (ch->arb_started) {
+        return;
+    }
+    if (ch->lock_dir) {
+        error_report("ft: %s: arbitrating for generation %u on %s",
+                     ft_role_name(ch->role), ch->gen, ch->lock_dir);
+    }
+    ch->arb_started = true;
+    qemu_thread_create(&ch->arb_thread, "ft-arb", ft_arb_thread, ch,
+                       QEMU_THREAD_DETACHED);
+}
+
+static int ft_live_write(ReplayStream *s, const uint8_t *buf, size_t len)
+{
+    /* Unprotected: the log goes nowhere until a new backup comes. */
+    return 0;
+}
+
+static void ft_live_close(ReplayStream *s)
+{
+    FtLiveStream *ls = container_of(s, FtLiveStream, stream);
+    FtChannel *ch = ls->ch;
+
+    ch->stream.ops->close(&ch->stream);
+}
+
+static const ReplayStreamOps ft_live_ops = {
+    .write = ft_live_write,
+    .close = ft_live_close,
+};
+
+/*
+ * The backup won the lock and played all the log it received: it leaves
+ * replay, becomes a recorder without a backup, lets out the console
+ * output the primary may not have released, and runs.
+ */
+static void ft_go_live(FtChannel *ch)
+{
+    g_autofree char *name = g_strdup_printf("%s (live)", ch->stream.name);
+    FtLiveStream *ls = g_new0(FtLiveStream, 1);
+    Error *err = NULL;
+    GQueue kept = G_QUEUE_INIT;
+    FtHeld *h;
+    double ms;
+
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_PAUSED);
+    }
+    replay_stream_init(&ls->stream, &ft_live_ops, name, true);
+    ls->stream.base = replay_stream_tell(&ch->stream);
+    ls->ch = ch;
+    if (!replay_go_live(&ls->stream, &err)) {
+        error_report_err(err);
+        error_report("ft: backup: cannot go live; it stays stopped");
+        qemu_mutex_lock(&ch->lock);
+        ch->golive_pending = false;
+        qemu_mutex_unlock(&ch->lock);
+        g_free(ls->stream.buf);
+        g_free(ls->stream.name);
+        g_free(ls);
+        return;
+    }
+
+    qemu_mutex_lock(&ch->lock);
+    ch->live = ls;
+    ch->live_icount = qatomic_read(&ch->stream.icount);
+    qatomic_set(&ls->stream.icount, ch->live_icount);
+    ch->golive_pending = false;
+    ch->state = FT_STATE_LIVE;
+    ms = (now_ns() - ch->lost_ns) / (double)SCALE_MS;
+    ch->failover_ms = ms;
+    kept = ch->held;
+    g_queue_init(&ch->held);
+    ch->held_bytes = 0;
+    qemu_mutex_unlock(&ch->lock);
+
+    /* What the primary may not have let out: a repeat at most. */
+    while ((h = g_queue_pop_head(&kept))) {
+        qemu_chr_write_held(h->chr, h->data, h->len);
+        g_free(h);
+    }
+    info_report("ft: backup: went live at icount %" PRIu64 ", %.1f ms after "
+                "losing the primary", ch->live_icount, ms);
+    qapi_event_send_ft_went_live(FT_CHANNEL_ROLE_BACKUP, ch->live_icount,
+                                 true, ms);
+    vm_start();
 }
 
 /* Connections */
@@ -863,6 +1356,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     ch->fd = fd;
     ch->peer_str = g_strdup(peer);
     ch->state = FT_STATE_STREAMING;
+    ch->last_rx_ns = now_ns();
     info_report("ft: %s: streaming with %s", ft_role_name(ch->role), peer);
     ft_queue_event(ch, FT_EV_UP, peer, 0);
     ft_start_threads(ch);
@@ -1026,11 +1520,16 @@ static size_t ft_avail(ReplayStream *s)
     }
     qemu_mutex_lock(&ch->lock);
     ch->starved = true;
-    if (ch->state == FT_STATE_PEER_LOST && ch->avail_end == ch->consumed &&
-        !ch->drained_stop && ch->consumed == ch->received) {
-        /* Played everything the lost primary sent: stop there. */
+    if (ch->state != FT_STATE_STREAMING && ch->state != FT_STATE_WAITING &&
+        ch->avail_end == ch->consumed && !ch->drained &&
+        ch->consumed == ch->received) {
+        /*
+         * Played everything the primary sent: stop there, or go live
+         * once the lock is won.
+         */
         info_report("ft: backup: played all %" PRIu64 " bytes of log "
-                    "received; stopping", ch->consumed);
+                    "received", ch->consumed);
+        ch->drained = true;
         ch->drained_stop = true;
         qemu_bh_schedule(ch->bh);
     }
@@ -1184,7 +1683,8 @@ static bool ft_digest_due(uint64_t icount)
     FtChannel *ch = ft_channel;
 
     ft_setup_insns(ch);
-    if (!ch->digest_insns || icount < ch->next_digest) {
+    if (!ch->digest_insns || icount < ch->next_digest ||
+        qatomic_read(&ch->state) == FT_STATE_LIVE) {
         return false;
     }
     ch->next_digest = icount + ch->digest_insns;
@@ -1314,8 +1814,8 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
 static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
 {
     uint64_t gen = qemu_opt_get_number(opts, "rrgen", 1);
-    uint64_t hb = qemu_opt_get_number(opts, "rrheartbeat", 100);
-    uint64_t to = qemu_opt_get_number(opts, "rrtimeout", 2000);
+    uint64_t hb = qemu_opt_get_number(opts, "rrheartbeat", 50);
+    uint64_t to = qemu_opt_get_number(opts, "rrtimeout", 300);
     uint64_t pages = qemu_opt_get_number(opts, "rrdigestpages", 0);
 
     ch->max_lag_ms = qemu_opt_get_number(opts, "rrlag", 1000);
@@ -1340,6 +1840,41 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
         error_setg(errp, "rrdigest must be at most 600000 ms and "
                    "rrdigestpages at most 1024");
         return false;
+    }
+    if (qemu_opt_get(opts, "rrlock")) {
+        FtLockRecord rec;
+        int err = 0;
+        int ret;
+
+        ch->lock_dir = g_strdup(qemu_opt_get(opts, "rrlock"));
+        if (buffer_is_zero(ch->vm_id, sizeof(ch->vm_id))) {
+            error_setg(errp, "rrlock needs the VM's -uuid: the lock record "
+                       "is kept per VM");
+            return false;
+        }
+        ret = ft_lock_check_dir(ch->lock_dir);
+        if (ret < 0) {
+            error_setg(errp, "rrlock: %s: %s", ch->lock_dir, strerror(-ret));
+            return false;
+        }
+        ret = ft_lock_read(ch->lock_dir, ch->vm_id, gen, &rec, &err);
+        if (ret == FT_LOCK_WON) {
+            char desc[256];
+
+            ft_lock_describe(&rec, desc, sizeof(desc));
+            error_setg(errp, "rrlock: generation %" PRIu64 " of this VM "
+                       "was already decided (the lock is held by %s); "
+                       "start the pair with a higher rrgen", gen, desc);
+            return false;
+        } else if (ret != FT_LOCK_ERR_IO || err != ENOENT) {
+            g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id,
+                                                 gen);
+
+            error_setg(errp, "rrlock: %s: %s", path,
+                       ret == FT_LOCK_ERR_IO ? strerror(err) :
+                       ft_lock_strerror(ret));
+            return false;
+        }
     }
     ch->gen = gen;
     ch->heartbeat_ms = hb;
@@ -1381,6 +1916,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     qemu_cond_init(&ch->cond);
     qemu_cond_init(&ch->tx_cond);
     g_queue_init(&ch->events);
+    g_queue_init(&ch->held);
     ch->bw_prev_ns = now_ns();
     if (qemu_uuid_set) {
         memcpy(ch->vm_id, qemu_uuid.data, sizeof(ch->vm_id));
@@ -1392,6 +1928,9 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     g_free(ch->stream.name);
     ch->stream.name = g_strdup_printf("ft:%s", ch->addr_str);
     ch->bh = qemu_bh_new(ft_bh, ch);
+    ch->release_bh = qemu_bh_new(ft_release_bh, ch);
+    g_queue_init(&ch->held);
+    replay_set_output_ops(&ft_output_ops);
     ft_channel = ch;
     replay_set_digest_ops(&ft_digest_ops);
 
@@ -1411,6 +1950,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
 fail:
     ft_channel = NULL;
     replay_set_digest_ops(NULL);
+    replay_set_output_ops(NULL);
     /* Leave the rest to process exit: startup fails after this. */
     return NULL;
 }
@@ -1430,7 +1970,7 @@ FtInfo *qmp_x_query_ft(Error **errp)
     }
     info = g_new0(FtInfo, 1);
     info->digest = g_new0(FtDigestInfo, 1);
-    icount = qatomic_read(&ch->stream.icount);
+    icount = ft_icount(ch);
 
     qemu_mutex_lock(&ch->lock);
     info->role = ft_role_qapi(ch);
@@ -1477,6 +2017,91 @@ FtInfo *qmp_x_query_ft(Error **errp)
         info->digest->mismatch_icount = ch->mismatch_icount;
         info->digest->mismatch = g_strdup(ch->mismatch);
     }
+    info->lock = g_strdup(ch->lock_dir);
+    info->lock_holder = g_strdup(ch->lock_holder);
+    info->held_bytes = ch->held_bytes;
+    info->heartbeat_gap_max_ms = ch->gap_max_ns / SCALE_MS;
+    if (ch->live) {
+        info->has_went_live_icount = info->has_failover_ms = true;
+        info->went_live_icount = ch->live_icount;
+        info->failover_ms = ch->failover_ms;
+    }
     qemu_mutex_unlock(&ch->lock);
     return info;
+}
+
+void qmp_x_ft_go_live(Error **errp)
+{
+    FtChannel *ch = ft_channel;
+
+    if (!ch) {
+        error_setg(errp, "the record/replay log is not streamed "
+                   "(no rrchardev in -icount)");
+        return;
+    }
+    if (ch->role != FT_ROLE_BACKUP) {
+        error_setg(errp, "this is the primary: only a backup goes live");
+        return;
+    }
+    if (!ch->lock_dir) {
+        error_setg(errp, "going live needs the shared lock: start the pair "
+                   "with -icount rrlock=<dir>");
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    if (ch->state != FT_STATE_STREAMING) {
+        error_setg(errp, "the backup is %s: %s", FtState_str(ch->state),
+                   ch->state == FT_STATE_LIVE ? "it is already live" :
+                   ch->state == FT_STATE_ARBITRATING ?
+                   "it is already trying to go live" :
+                   "only a streaming backup can go live");
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    info_report("ft: backup: go-live requested");
+    ch->arb_manual = true;
+    ch->lost_ns = now_ns();
+    /* Stop taking log: the receiver ends when the state changes. */
+    ch->state = FT_STATE_ARBITRATING;
+    ft_start_arbitration_locked(ch);
+    qemu_cond_broadcast(&ch->cond);
+    qemu_mutex_unlock(&ch->lock);
+}
+
+void qmp_x_ft_detach(Error **errp)
+{
+    FtChannel *ch = ft_channel;
+
+    if (!ch) {
+        error_setg(errp, "the record/replay log is not streamed "
+                   "(no rrchardev in -icount)");
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    if (ch->state != FT_STATE_STREAMING) {
+        error_setg(errp, "no %s is attached (the channel is %s)",
+                   ch->role == FT_ROLE_PRIMARY ? "backup" : "primary",
+                   FtState_str(ch->state));
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    if (ch->role == FT_ROLE_PRIMARY) {
+        /* Win the lock first, so the backup cannot go live. */
+        info_report("ft: primary: detaching the backup");
+        ch->detaching = true;
+        ch->state = FT_STATE_ARBITRATING;
+        ft_start_arbitration_locked(ch);
+    } else {
+        info_report("ft: backup: detaching from the primary; stopping");
+        ch->state = FT_STATE_DETACHED;
+        if (ch->fd >= 0) {
+            shutdown(ch->fd, SHUT_RDWR);
+        }
+        if (first_cpu) {
+            qemu_cpu_kick(first_cpu);
+        }
+    }
+    qemu_cond_broadcast(&ch->cond);
+    qemu_cond_broadcast(&ch->tx_cond);
+    qemu_mutex_unlock(&ch->lock);
 }

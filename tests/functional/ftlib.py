@@ -201,7 +201,8 @@ class FTTestCase(unittest.TestCase):
         return f'{FAST_BOOT} {extra}'.strip()
 
     def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
-                args=(), memory=256, no_shutdown=False, icount_extra=''):
+                args=(), memory=256, no_shutdown=False, icount_extra='',
+                hold=None):
         """A q35, 1 vCPU, Nehalem VM booting the test guest.
 
         Its console goes to <workdir>/<name>.console; returns (vm, console).
@@ -220,8 +221,14 @@ class FTTestCase(unittest.TestCase):
                     '-icount', icount,
                     '-kernel', os.path.join(GUEST_DIR, 'vmlinux'),
                     '-initrd', os.path.join(GUEST_DIR, 'initramfs.cpio.gz'),
-                    '-append', append,
-                    '-serial', f'file:{console.path}')
+                    '-append', append)
+        if hold is None:
+            vm.add_args('-serial', f'file:{console.path}')
+        else:
+            # The output rule's per-chardev switch (ft-hold)
+            vm.add_args('-chardev', f'file,id=ser0,path={console.path},'
+                        f'ft-hold={"on" if hold else "off"}',
+                        '-serial', 'chardev:ser0')
         for d in FIRMWARE_DIRS:
             vm.add_args('-L', d)
         if no_shutdown:
@@ -235,11 +242,14 @@ class FTTestCase(unittest.TestCase):
     def make_pair(self, append, backup_append=None, primary_args=(),
                   backup_args=(), rrx='', backup_rrx=None, primary_server=False,
                   memory=256, backup_memory=None, launch=True,
-                  client_port=None):
+                  client_port=None, backup_hold=False):
         """A primary recording to a backup that replays it live.
 
         The log goes over TCP on 127.0.0.1; by default the backup is the
-        server and waits for the primary.  Returns (p, pcon, b, bcon).
+        server and waits for the primary.  Unless backup_hold, the
+        backup's console shows what it replays (ft-hold=off), so that
+        tests can compare it with the primary's.  Returns
+        (p, pcon, b, bcon).
         """
         port = free_tcp_port()
         addr = f'host=127.0.0.1,port={port}'
@@ -255,6 +265,7 @@ class FTTestCase(unittest.TestCase):
             rr='replay', memory=backup_memory or memory,
             icount_extra=',rrchardev=ftlog' +
             (rrx if backup_rrx is None else backup_rrx),
+            hold=backup_hold,
             args=['-chardev', client if primary_server else server,
                   *backup_args])
         self.ft_port = port
