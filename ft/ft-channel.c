@@ -71,6 +71,7 @@
 #define FT_KEPT_MAX             (1 * MiB)
 #define FT_ARB_RETRY_MS         100
 #define FT_HALT_EXIT_MS         500
+#define FT_DELAYS               1024
 
 typedef struct FtChannel FtChannel;
 
@@ -88,6 +89,7 @@ typedef enum FtEventKind {
 typedef struct FtHeld {
     Chardev *chr;
     uint64_t tag;           /* log offset just past the write's event */
+    int64_t t_ns;           /* when it was written */
     int len;
     uint8_t data[];
 } FtHeld;
@@ -226,6 +228,8 @@ struct FtChannel {
     uint64_t released;
     uint64_t peer_released;
     QEMUBH *release_bh;
+    int64_t delays[FT_DELAYS];          /* output held, ns, newest last */
+    unsigned ndelays;
 };
 
 static FtChannel *ft_channel;
@@ -987,6 +991,9 @@ static void ft_release_bh(void *opaque)
         g_queue_pop_head(&ch->held);
         ch->held_bytes -= h->len;
         g_queue_push_tail(&out, h);
+        if (!all) {
+            ch->delays[ch->ndelays++ % FT_DELAYS] = now_ns() - h->t_ns;
+        }
     }
     qemu_mutex_unlock(&ch->lock);
 
@@ -1032,6 +1039,7 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
     memcpy(h->data, buf, len);
     /* Just past the write's CHAR_WRITE event in the log */
     h->tag = replay_stream_tell(&ch->stream);
+    h->t_ns = now_ns();
 
     qemu_mutex_lock(&ch->lock);
     g_queue_push_tail(&ch->held, h);
@@ -1521,14 +1529,16 @@ static size_t ft_avail(ReplayStream *s)
     qemu_mutex_lock(&ch->lock);
     ch->starved = true;
     if (ch->state != FT_STATE_STREAMING && ch->state != FT_STATE_WAITING &&
-        ch->avail_end == ch->consumed && !ch->drained &&
-        ch->consumed == ch->received) {
+        ch->avail_end == ch->consumed && !ch->drained) {
         /*
-         * Played everything the primary sent: stop there, or go live
-         * once the lock is won.
+         * Played everything the primary sent up to its last event
+         * boundary: stop there, or go live once the lock is won.  The
+         * start of an event cut off by the failure is never played.
          */
         info_report("ft: backup: played all %" PRIu64 " bytes of log "
-                    "received", ch->consumed);
+                    "received up to an event boundary%s", ch->consumed,
+                    ch->received > ch->consumed ?
+                    "; dropping the incomplete rest" : "");
         ch->drained = true;
         ch->drained_stop = true;
         qemu_bh_schedule(ch->bh);
@@ -1957,6 +1967,13 @@ fail:
 
 /* QMP */
 
+static int ft_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
 FtInfo *qmp_x_query_ft(Error **errp)
 {
     FtChannel *ch = ft_channel;
@@ -2021,6 +2038,15 @@ FtInfo *qmp_x_query_ft(Error **errp)
     info->lock_holder = g_strdup(ch->lock_holder);
     info->held_bytes = ch->held_bytes;
     info->heartbeat_gap_max_ms = ch->gap_max_ns / SCALE_MS;
+    if (ch->ndelays) {
+        unsigned n = MIN(ch->ndelays, FT_DELAYS);
+        g_autofree int64_t *d = g_memdup2(ch->delays, n * sizeof(*d));
+
+        qsort(d, n, sizeof(*d), ft_cmp_i64);
+        info->has_output_delay_p50_ms = info->has_output_delay_p99_ms = true;
+        info->output_delay_p50_ms = d[n / 2] / 1e6;
+        info->output_delay_p99_ms = d[MIN(n - 1, n * 99 / 100)] / 1e6;
+    }
     if (ch->live) {
         info->has_went_live_icount = info->has_failover_ms = true;
         info->went_live_icount = ch->live_icount;

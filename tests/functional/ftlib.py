@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import struct
 import sys
 import tempfile
@@ -43,16 +44,22 @@ def free_tcp_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout):
-    """Wait until something listens on 127.0.0.1:port."""
+def wait_port(port, timeout, netns=None):
+    """Wait until something listens on TCP port (in network namespace)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with open('/proc/net/tcp') as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == '0A' and \
-                        int(fields[1].split(':')[1], 16) == port:
-                    return
+        if netns:
+            lines = subprocess.run(['ip', 'netns', 'exec', netns, 'cat',
+                                    '/proc/net/tcp'], capture_output=True,
+                                   text=True, check=True).stdout
+        else:
+            with open('/proc/net/tcp') as f:
+                lines = f.read()
+        for line in lines.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == '0A' and \
+                    int(fields[1].split(':')[1], 16) == port:
+                return
         time.sleep(0.05)
     raise AssertionError(f'nothing listens on port {port} after {timeout}s')
 
@@ -202,13 +209,13 @@ class FTTestCase(unittest.TestCase):
 
     def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
                 args=(), memory=256, no_shutdown=False, icount_extra='',
-                hold=None):
+                hold=None, wrapper=()):
         """A q35, 1 vCPU, Nehalem VM booting the test guest.
 
         Its console goes to <workdir>/<name>.console; returns (vm, console).
         """
         vm = QEMUMachine(QEMU_BIN, name=name, base_temp_dir=self.workdir,
-                         log_dir=self.workdir)
+                         log_dir=self.workdir, wrapper=wrapper)
         console = Console(self.scratch(name + '.console'))
         icount = f'shift={shift}'
         if rr and rrfile:
@@ -242,7 +249,8 @@ class FTTestCase(unittest.TestCase):
     def make_pair(self, append, backup_append=None, primary_args=(),
                   backup_args=(), rrx='', backup_rrx=None, primary_server=False,
                   memory=256, backup_memory=None, launch=True,
-                  client_port=None, backup_hold=False):
+                  client_port=None, backup_hold=False, host='127.0.0.1',
+                  primary_wrapper=(), backup_wrapper=()):
         """A primary recording to a backup that replays it live.
 
         The log goes over TCP on 127.0.0.1; by default the backup is the
@@ -252,17 +260,23 @@ class FTTestCase(unittest.TestCase):
         (p, pcon, b, bcon).
         """
         port = free_tcp_port()
-        addr = f'host=127.0.0.1,port={port}'
-        server = f'socket,id=ftlog,{addr},server=on,wait=on'
-        client = f'socket,id=ftlog,host=127.0.0.1,port={client_port or port}'
+        if isinstance(host, tuple):     # (primary's address, backup's)
+            srv_host = host[0] if primary_server else host[1]
+        else:
+            srv_host = host
+        server = f'socket,id=ftlog,host={srv_host},port={port},' \
+                 'server=on,wait=on'
+        client = f'socket,id=ftlog,host={srv_host},port={client_port or port}'
         p, pcon = self.make_vm(
             'primary', append, rr='record', memory=memory,
+            wrapper=primary_wrapper,
             icount_extra=',rrchardev=ftlog' + rrx,
             args=['-chardev', server if primary_server else client,
                   *primary_args])
         b, bcon = self.make_vm(
             'backup', append if backup_append is None else backup_append,
             rr='replay', memory=backup_memory or memory,
+            wrapper=backup_wrapper,
             icount_extra=',rrchardev=ftlog' +
             (rrx if backup_rrx is None else backup_rrx),
             hold=backup_hold,
@@ -285,7 +299,7 @@ class FTTestCase(unittest.TestCase):
                 err.append(e)
         t = threading.Thread(target=run)
         t.start()
-        wait_port(self.ft_port, 30)
+        wait_port(self.ft_port, 30, getattr(self, 'ft_server_netns', None))
         second.launch()
         t.join(60)
         if err:
