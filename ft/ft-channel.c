@@ -1180,6 +1180,10 @@ static void *ft_arb_thread(void *opaque)
             error_report("ft: %s: cannot take the lock (%s); nobody goes "
                          "live until it can, retrying",
                          ft_role_name(ch->role), msg);
+            qemu_mutex_lock(&ch->lock);
+            g_free(ch->error);
+            ch->error = g_strdup_printf("cannot take the lock: %s", msg);
+            qemu_mutex_unlock(&ch->lock);
             g_free(last);
             last = g_steal_pointer(&msg);
         }

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 
-from ftlib import FTTestCase
+from ftlib import FTTestCase, crc32c
 
 CPU_BUF_BYTES = 262144
 
@@ -36,6 +36,14 @@ def expected_cpu_result(iters):
                                check=True, capture_output=True,
                                text=True).stdout.strip()
         return h
+
+
+def lock_record(vm, epoch, role='primary', host='elsewhere', pid=4242,
+                nonce='0123456789abcdef', time_ns=1795000000000000000):
+    """A valid lock record (docs/lock-record.md), e.g. of another VM."""
+    body = (f'qemu-ft-lock 1\nvm {vm}\nepoch {epoch}\nrole {role}\n'
+            f'host {host}\npid {pid}\nnonce {nonce}\ntime {time_ns}\n')
+    return body + 'crc32c %08x\n' % crc32c(body.encode())
 
 
 def splice_consoles(primary, backup):

@@ -15,8 +15,10 @@ import signal
 import subprocess
 import time
 import unittest
+import uuid
 
-from ftfail import FailoverCase, Netns, splice_consoles, ticks
+from ftfail import FailoverCase, Netns, lock_record, splice_consoles, \
+    ticks
 
 # kill -9 trials per workload in this suite; scripts/failover-series.sh
 # (tests/bench/bench_failover.py) runs the long series.
@@ -222,17 +224,29 @@ class FailoverTest(FailoverCase):
         clear message, until an operator removes it."""
         p, pcon, b, bcon = self.make_ft_pair(self.guest_args(work='ticker'))
         pcon.wait(r'TICK 2\b', 120, p)
-        # Another VM's record under this VM's name, then garbage.
+        # Another VM's valid record under this VM's name, then garbage.
+        foreign = lock_record(str(uuid.uuid4()), 1)
         with open(self.lock_path(), 'w') as f:
-            f.write('this is not a lock record\n')
+            f.write(foreign)
         os.kill(p.get_pid(), signal.SIGKILL)
         self.wait_event(b, 'FT_PEER_LOST', 30)
-        time.sleep(1.5)
-        self.assertEqual(b.cmd('x-query-ft')['state'], 'arbitrating')
-        self.assertEqual(open(self.lock_path()).read(),
-                         'this is not a lock record\n')
-        log = open(os.path.join(self.workdir, 'backup.log')).read()
-        self.assertRegex(log, r'cannot take the lock \(.*corrupt')
+        log = os.path.join(self.workdir, 'backup.log')
+        for content, msg in ((foreign, r'another VM'),
+                             ('this is not a lock record\n', r'corrupt')):
+            with open(self.lock_path(), 'w') as f:
+                f.write(content)
+            deadline = time.monotonic() + 10
+            while not re.search(r'cannot take the lock \(.*' + msg,
+                                open(log).read()):
+                self.assertLess(time.monotonic(), deadline,
+                                f'no error for a lock record of {msg}')
+                time.sleep(0.1)
+            info = b.cmd('x-query-ft')
+            self.assertEqual(info['state'], 'arbitrating')
+            self.assertRegex(info['error'], 'cannot take the lock: .*' + msg)
+            self.assertEqual(b.cmd('query-status')['status'], 'paused')
+            # Left alone for the operator
+            self.assertEqual(open(self.lock_path()).read(), content)
         os.unlink(self.lock_path())
         self.wait_event(b, 'FT_WENT_LIVE', 30)
         self.assertIn('role backup', open(self.lock_path()).read())
