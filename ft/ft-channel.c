@@ -32,6 +32,7 @@
 #include "qemu/config-file.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
+#include "qemu/iov.h"
 #include "qemu/main-loop.h"
 #include "qemu/option.h"
 #include "qemu/sockets.h"
@@ -53,6 +54,9 @@
 #include "ft-frame.h"
 #include "ft-proto.h"
 #include "ft-lock.h"
+#include "ft-output.h"
+#include "migration/misc.h"
+#include "net/announce.h"
 
 /* Must follow REPLAY_VERSION in replay/replay.c: checked in the HELLO. */
 #define FT_REPLAY_VERSION       0xe0200d
@@ -87,7 +91,10 @@ typedef enum FtEventKind {
 
 /* Output held by the output rule, or kept back by a backup */
 typedef struct FtHeld {
-    Chardev *chr;
+    Chardev *chr;           /* console bytes, or ... */
+    NetFilterState *nf;     /* ... a packet for the filter's next hop */
+    NetClientState *sender;
+    unsigned flags;
     uint64_t tag;           /* log offset just past the write's event */
     int64_t t_ns;           /* when it was written */
     int len;
@@ -230,6 +237,8 @@ struct FtChannel {
     QEMUBH *release_bh;
     int64_t delays[FT_DELAYS];          /* output held, ns, newest last */
     unsigned ndelays;
+    uint64_t held_packets;
+    AnnounceTimer announce;
 };
 
 static FtChannel *ft_channel;
@@ -959,6 +968,19 @@ static void *ft_backup_rx_thread(void *opaque)
 
 /* Failover: arbitration, going live, the output rule */
 
+/* Let held output out to where it was going, and free it. */
+static void ft_emit(FtHeld *h)
+{
+    if (h->chr) {
+        qemu_chr_write_held(h->chr, h->data, h->len);
+    } else {
+        struct iovec iov = { .iov_base = h->data, .iov_len = h->len };
+
+        qemu_netfilter_pass_to_next(h->sender, h->flags, &iov, 1, h->nf);
+    }
+    g_free(h);
+}
+
 /*
  * The primary lets out the output whose log the backup acknowledged, or
  * all of it once it runs on alone.  Runs in the main loop, as does every
@@ -998,8 +1020,7 @@ static void ft_release_bh(void *opaque)
     qemu_mutex_unlock(&ch->lock);
 
     while ((h = g_queue_pop_head(&out))) {
-        qemu_chr_write_held(h->chr, h->data, h->len);
-        g_free(h);
+        ft_emit(h);
     }
 
     if (!all) {
@@ -1033,7 +1054,7 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
     if (!playing && ch->live) {
         return false;
     }
-    h = g_malloc(sizeof(*h) + len);
+    h = g_malloc0(sizeof(*h) + len);
     h->chr = chr;
     h->len = len;
     memcpy(h->data, buf, len);
@@ -1056,6 +1077,72 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
         cpu_exit(current_cpu);
     }
     return true;
+}
+
+bool ft_output_available(void)
+{
+    return ft_channel != NULL;
+}
+
+bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
+                           unsigned flags, const struct iovec *iov,
+                           int iovcnt)
+{
+    FtChannel *ch = ft_channel;
+    size_t len = iov_size(iov, iovcnt);
+    FtHeld *h;
+
+    if (!ch || ch->live || !len || len > INT_MAX) {
+        return false;
+    }
+    h = g_malloc0(sizeof(*h) + len);
+    h->nf = nf;
+    h->sender = sender;
+    h->flags = flags;
+    h->len = len;
+    iov_to_buf(iov, iovcnt, 0, h->data, len);
+    h->tag = replay_stream_tell(&ch->stream);
+    h->t_ns = now_ns();
+
+    qemu_mutex_lock(&ch->lock);
+    if (!ft_holding_state(ch->state) && g_queue_is_empty(&ch->held)) {
+        qemu_mutex_unlock(&ch->lock);
+        g_free(h);
+        return false;
+    }
+    g_queue_push_tail(&ch->held, h);
+    ch->held_bytes += len;
+    ch->held_packets++;
+    if (!ft_holding_state(ch->state)) {
+        qemu_bh_schedule(ch->release_bh);
+    }
+    qemu_mutex_unlock(&ch->lock);
+    if (current_cpu) {
+        cpu_exit(current_cpu);
+    }
+    return true;
+}
+
+void ft_output_forget(NetFilterState *nf)
+{
+    FtChannel *ch = ft_channel;
+    GList *l, *next;
+
+    if (!ch) {
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    for (l = ch->held.head; l; l = next) {
+        FtHeld *h = l->data;
+
+        next = l->next;
+        if (h->nf == nf) {
+            ch->held_bytes -= h->len;
+            g_queue_delete_link(&ch->held, l);
+            g_free(h);
+        }
+    }
+    qemu_mutex_unlock(&ch->lock);
 }
 
 static const ReplayOutputOps ft_output_ops = {
@@ -1236,6 +1323,7 @@ static void ft_go_live(FtChannel *ch)
     FtLiveStream *ls = g_new0(FtLiveStream, 1);
     Error *err = NULL;
     GQueue kept = G_QUEUE_INIT;
+    int64_t own_rt;
     FtHeld *h;
     double ms;
 
@@ -1245,6 +1333,7 @@ static void ft_go_live(FtChannel *ch)
     replay_stream_init(&ls->stream, &ft_live_ops, name, true);
     ls->stream.base = replay_stream_tell(&ch->stream);
     ls->ch = ch;
+    own_rt = cpu_get_clock();
     if (!replay_go_live(&ls->stream, &err)) {
         error_report_err(err);
         error_report("ft: backup: cannot go live; it stays stopped");
@@ -1272,14 +1361,19 @@ static void ft_go_live(FtChannel *ch)
 
     /* What the primary may not have let out: a repeat at most. */
     while ((h = g_queue_pop_head(&kept))) {
-        qemu_chr_write_held(h->chr, h->data, h->len);
-        g_free(h);
+        ft_emit(h);
     }
     info_report("ft: backup: went live at icount %" PRIu64 ", %.1f ms after "
-                "losing the primary", ch->live_icount, ms);
+                "losing the primary; guest clock %" PRId64 " ns, real-time "
+                "clock goes on from the primary's %" PRId64 " ns (this "
+                "process's own was %" PRId64 " ns)", ch->live_icount, ms,
+                qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL), cpu_get_clock(),
+                own_rt);
     qapi_event_send_ft_went_live(FT_CHANNEL_ROLE_BACKUP, ch->live_icount,
                                  true, ms);
     vm_start();
+    /* The VM's NICs now answer from this host: tell the switches. */
+    qemu_announce_self(&ch->announce, migrate_announce_params());
 }
 
 /* Connections */

@@ -11,10 +11,12 @@ it replays).  splice_consoles() joins the two and checks that the only
 anomaly is a repeat at the switch point.
 """
 
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -200,3 +202,85 @@ class Netns:
 
     def __exit__(self, *exc):
         self.cleanup()
+
+
+class BridgeNet:
+    """The guest's network: a Linux bridge with one tap per QEMU process
+    (primary and backup), and a client in its own network namespace on a
+    veth port of the same bridge.  The guest keeps its MAC and IP across a
+    failover; the backup's announce moves the MAC to its port.
+    """
+    GUEST_IP = '10.0.3.15'
+    CLIENT_IP = '10.0.3.1'
+    MAC = '52:54:00:f7:00:01'
+
+    def __init__(self, tag):
+        self.br = f'ftbr{tag}'
+        self.taps = (f'ftpt{tag}', f'ftbt{tag}')
+        self.ns = f'ftcl{tag}'
+        self.veth = (f'ftvh{tag}', 'ftvc')
+
+    @staticmethod
+    def run(*cmd):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def __enter__(self):
+        self.cleanup()
+        self.run('ip', 'link', 'add', self.br, 'type', 'bridge',
+                 'forward_delay', '0', 'stp_state', '0')
+        self.run('ip', 'link', 'set', self.br, 'up')
+        for tap in self.taps:
+            self.run('ip', 'tuntap', 'add', 'dev', tap, 'mode', 'tap')
+            self.run('ip', 'link', 'set', tap, 'master', self.br, 'up')
+        self.run('ip', 'netns', 'add', self.ns)
+        self.run('ip', 'link', 'add', self.veth[0], 'type', 'veth', 'peer',
+                 'name', self.veth[1], 'netns', self.ns)
+        self.run('ip', 'link', 'set', self.veth[0], 'master', self.br, 'up')
+        for cmd in (['ip', 'addr', 'add', self.CLIENT_IP + '/24', 'dev',
+                     self.veth[1]],
+                    ['ip', 'link', 'set', self.veth[1], 'up'],
+                    ['ip', 'link', 'set', 'lo', 'up']):
+            self.run('ip', 'netns', 'exec', self.ns, *cmd)
+        return self
+
+    def cleanup(self):
+        subprocess.run(['ip', 'netns', 'del', self.ns], capture_output=True)
+        for dev in (self.veth[0], *self.taps, self.br):
+            subprocess.run(['ip', 'link', 'del', dev], capture_output=True)
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def nic_args(self, side):
+        """QEMU arguments: virtio-net on this side's tap, under the output
+        rule (filter-ft-output) and with its input logged (filter-replay).
+        """
+        return ['-netdev', f'tap,id=n0,ifname={self.taps[side]},script=no,'
+                'downscript=no,vhost=off',
+                '-device', f'virtio-net-pci,netdev=n0,mac={self.MAC},romfile=',
+                '-object', 'filter-replay,id=fr0,netdev=n0',
+                '-object', 'filter-ft-output,id=fo0,netdev=n0']
+
+    def client(self, workdir, conns=4, http_sha=None, wait=0.0):
+        """Start ftclient.py in the client namespace; returns (popen, stop
+        file)."""
+        stop = os.path.join(workdir, 'client.stop')
+        if os.path.exists(stop):
+            os.unlink(stop)
+        cmd = ['ip', 'netns', 'exec', self.ns, sys.executable,
+               os.path.join(os.path.dirname(__file__), 'ftclient.py'),
+               '--host', self.GUEST_IP, '--conns', str(conns), '--stop', stop,
+               '--wait', str(wait)]
+        if http_sha:
+            cmd += ['--http-sha', http_sha]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True), stop
+
+    @staticmethod
+    def client_result(popen, stop, timeout=120):
+        with open(stop, 'w'):
+            pass
+        out, err = popen.communicate(timeout=timeout)
+        if popen.returncode != 0:
+            raise AssertionError(f'client failed: {err[-2000:]}')
+        return json.loads(out)

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+#
+# The network output rule and transparent TCP failover on a real bridged
+# network: a Linux bridge, one tap per QEMU process, and a client in its
+# own network namespace.  The logging channel runs over loopback, a
+# separate link.
+#
+# Copyright (c) 2026 The qemu-ft authors
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+import unittest
+
+from ftfail import BridgeNet, FailoverCase
+
+KILLS = int(os.environ.get('FT_NET_KILLS', '2'))
+
+
+class NetworkFailoverTest(FailoverCase):
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
+            self.skipTest('needs root and /dev/net/tun for taps')
+        self.net = BridgeNet(os.getpid() % 1000)
+        self.net.__enter__()
+
+    def tearDown(self):
+        super().tearDown()
+        self.net.cleanup()
+
+    def start(self, rrx='', http_mb=2):
+        net = self.net
+        p, pcon, b, bcon = self.make_ft_pair(
+            self.guest_args(ip=net.GUEST_IP + '/24', work='echo,http,ticker',
+                            http_mb=http_mb),
+            rrx=rrx, primary_args=net.nic_args(0),
+            backup_args=net.nic_args(1))
+        pcon.wait(r'FT-READY', 180, p)
+        sha = re.search(r'HTTP big.bin sha256 ([0-9a-f]+)', pcon.text())
+        self.assertIsNotNone(sha)
+        return p, pcon, b, bcon, sha.group(1)
+
+    def check_client(self, res, before=None):
+        self.log.info('client: %s', res)
+        for e in res['echo']:
+            self.assertIsNone(e['error'], f'echo connection {e["id"]}')
+            self.assertGreater(e['verified'], 0)
+            if before:
+                # The connection carried data after the fault too
+                self.assertGreater(e['verified'],
+                                   before['echo'][e['id']]['verified'])
+        if 'http' in res:
+            self.assertIsNone(res['http']['error'])
+            self.assertGreater(res['http']['downloads'], 0)
+
+    def test_kill_primary_tcp_survives(self):
+        """kill -9 of the primary at random moments: every TCP connection
+        survives, every echoed byte is right, downloads check out."""
+        rnd = random.Random(os.environ.get('FT_SEED'))
+        for i in range(KILLS):
+            with self.subTest(trial=i):
+                p, pcon, b, bcon, sha = self.start()
+                client, stop = self.net.client(self.workdir, conns=4,
+                                               http_sha=sha)
+                time.sleep(rnd.uniform(1, 5))
+                t0 = time.monotonic()
+                os.kill(p.get_pid(), signal.SIGKILL)
+                self.wait_event(b, 'FT_WENT_LIVE', 60)
+                self.log.info('live after %.0f ms',
+                              (time.monotonic() - t0) * 1000)
+                time.sleep(6)
+                res = self.net.client_result(client, stop)
+                self.check_client(res)
+                # Traffic after the takeover, through the backup's tap
+                self.assertGreater(res['seconds'], 6)
+                info = b.cmd('x-query-ft')
+                self.assertEqual(info['state'], 'live')
+                self.assertEqual(info['digest']['mismatches'], 0)
+            if i + 1 < KILLS:
+                self.tearDown()
+                self.setUp()
+
+    def test_kill_backup(self):
+        """kill -9 of the backup mid-stream: traffic goes on."""
+        p, pcon, b, bcon, sha = self.start()
+        client, stop = self.net.client(self.workdir, conns=2, http_sha=sha)
+        time.sleep(3)
+        os.kill(b.get_pid(), signal.SIGKILL)
+        self.wait_event(p, 'FT_WENT_LIVE', 30)
+        time.sleep(4)
+        res = self.net.client_result(client, stop)
+        self.check_client(res)
+        self.assertEqual(p.cmd('x-query-ft')['held-bytes'], 0)
+
+    def test_nothing_leaves_unacknowledged(self):
+        """A capture on the primary's tap: while the backup acknowledges
+        nothing (SIGSTOP), no packet from the guest leaves; once the
+        primary won the lock, packets flow again."""
+        p, pcon, b, bcon, sha = self.start(rrx=',rrtimeout=5000,rrlag=4000')
+        cap = self.scratch('tap.txt')
+        dump = subprocess.Popen(
+            ['tcpdump', '-i', self.net.taps[0], '-n', '-tt', '-l', '-U',
+             'ether', 'src', self.net.MAC],
+            stdout=open(cap, 'w'), stderr=subprocess.PIPE)
+        try:
+            client, stop = self.net.client(self.workdir, conns=2, wait=0.02)
+            time.sleep(3)
+            os.kill(b.get_pid(), signal.SIGSTOP)
+            t_stall = time.time()
+            try:
+                time.sleep(3.5)
+                t_end = time.time()
+                held = p.cmd('x-query-ft')
+                self.wait_event(p, 'FT_WENT_LIVE', 15)
+            finally:
+                os.kill(b.get_pid(), signal.SIGCONT)
+            time.sleep(2)
+            res = self.net.client_result(client, stop)
+        finally:
+            dump.terminate()
+            dump.wait()
+        times = [float(ln.split()[0]) for ln in open(cap)
+                 if re.match(r'\d+\.\d+ ', ln)]
+        # Output acknowledged before the stall may still be on its way.
+        grace = 0.3
+        during = [t for t in times if t_stall + grace < t < t_end]
+        after = [t for t in times if t > t_end]
+        before = [t for t in times if t < t_stall]
+        self.log.info('packets from the guest: %d before, %d during the '
+                      'stall, %d after; %d bytes held', len(before),
+                      len(during), len(after), held['held-bytes'])
+        self.assertGreater(len(before), 10, 'the capture saw no traffic')
+        self.assertGreater(held['held-bytes'], 0)
+        self.assertEqual(during, [], 'packets left the primary while the '
+                         'backup acknowledged nothing')
+        self.assertGreater(len(after), 10)
+        self.check_client(res)
+
+    def test_bad_filter_config(self):
+        """filter-ft-output refuses what cannot work."""
+        vm, _ = self.make_vm('bad', self.guest_args(), args=[
+            '-netdev', f'tap,id=n0,ifname={self.net.taps[0]},script=no,'
+            'downscript=no', '-object', 'filter-ft-output,id=f,netdev=n0'])
+        with self.assertRaises(Exception):
+            vm.launch()
+        self.assertIn('filter-ft-output needs a streamed record/replay log',
+                      vm.get_log() or '')
+        self.vms.remove(vm)
+
+
+if __name__ == '__main__':
+    unittest.main()
