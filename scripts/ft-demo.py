@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(TOP, 'tests', 'functional'))
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 from ftlib import BUILD, FAST_BOOT, GUEST_DIR, QEMU_BIN, \
     free_tcp_port  # noqa: E402
-from ftfail import splice_consoles, ticks  # noqa: E402
+from ftfail import BridgeNet, splice_consoles, ticks  # noqa: E402
 
 
 class Side:
@@ -116,7 +116,15 @@ def main():
     ap.add_argument('--watch', type=float, default=12,
                     help='seconds to watch the backup after the takeover')
     ap.add_argument('--work', default='ticker,cpu')
+    ap.add_argument('--no-network', action='store_true',
+                    help='no bridged network and client (the default when '
+                    'not root or without /dev/net/tun)')
     a = ap.parse_args()
+    net = None
+    if not a.no_network and os.geteuid() == 0 and \
+            os.path.exists('/dev/net/tun'):
+        net = BridgeNet('d')
+        net.__enter__()
     if a.kill_after is None and not sys.stdin.isatty():
         a.kill_after = 20
 
@@ -133,12 +141,17 @@ def main():
               '-initrd', os.path.join(GUEST_DIR, 'initramfs.cpio.gz'),
               '-append', f'{FAST_BOOT} ft.work={a.work} ft.cpu_iters=200',
               '-net', 'none']
+    if net:
+        common = common[:-2]    # no '-net none'
+        i = common.index('-append') + 1
+        common[i] = common[i].replace('ft.work=', f'ft.ip={net.GUEST_IP}/24 '
+                                      'ft.work=echo,')
     icount = f'shift=5,rrchardev=ftlog,rrlock={lock}'
-    backup = Side('backup', d, common + [
+    backup = Side('backup', d, common + (net.nic_args(1) if net else []) + [
         '-icount', f'{icount},rr=replay',
         '-chardev', f'socket,id=ftlog,host=127.0.0.1,port={port},'
         'server=on,wait=on'])
-    primary = Side('primary', d, common + [
+    primary = Side('primary', d, common + (net.nic_args(0) if net else []) + [
         '-icount', f'{icount},rr=record',
         '-chardev', f'socket,id=ftlog,host=127.0.0.1,port={port}'])
 
@@ -148,12 +161,26 @@ def main():
     print(f'  backup : {QEMU_BIN} ... -icount {icount},rr=replay')
     print(f'  primary: {QEMU_BIN} ... -icount {icount},rr=record')
     print(f'  consoles, QMP sockets and logs: {d}')
+    if net:
+        print(f'  guest network: bridge {net.br}, taps {net.taps[0]} '
+              f'(primary) and {net.taps[1]} (backup); a client in network '
+              f'namespace {net.ns} holds 2 TCP echo connections to '
+              f'{net.GUEST_IP}')
     try:
         backup.start()
         time.sleep(0.5)
         primary.start()
         backup.connect()
         primary.connect()
+        client = None
+        if net:
+            deadline = time.monotonic() + 120
+            while 'FT-READY' not in primary.text():
+                if time.monotonic() > deadline:
+                    sys.exit('the guest did not come up; see ' +
+                             primary.console)
+                time.sleep(0.2)
+            client, stop = net.client(d, conns=2, wait=0.01)
         if a.kill_after is None:
             print('\nPress Enter to kill -9 the primary.\n')
         else:
@@ -199,9 +226,19 @@ def main():
         m = re.search(r'CPU result (\w+)', stream)
         if m:
             print(f'CPU job result: {m.group(1)}')
+        if client:
+            res = net.client_result(client, stop)
+            for e in res['echo']:
+                print(f'TCP connection {e["id"]}: {e["verified"] >> 20} MiB '
+                      f'echoed and verified byte for byte, longest stall '
+                      f'{e["max_stall_s"]:.2f} s, '
+                      + ('no reset' if not e['error'] else
+                         f'FAILED: {e["error"]}'))
     finally:
         primary.stop()
         backup.stop()
+        if net:
+            net.cleanup()
 
 
 if __name__ == '__main__':
