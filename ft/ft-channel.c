@@ -92,6 +92,8 @@ typedef enum FtEventKind {
 /* Output held by the output rule, or kept back by a backup */
 typedef struct FtHeld {
     Chardev *chr;           /* console bytes, or ... */
+    QEMUBHFunc *cb;         /* ... an output that waits (a disk write), or */
+    void *opaque;
     NetFilterState *nf;     /* ... a packet for the filter's next hop */
     NetClientState *sender;
     unsigned flags;
@@ -238,6 +240,7 @@ struct FtChannel {
     int64_t delays[FT_DELAYS];          /* output held, ns, newest last */
     unsigned ndelays;
     uint64_t held_packets;
+    uint64_t held_writes;
     AnnounceTimer announce;
 };
 
@@ -973,6 +976,8 @@ static void ft_emit(FtHeld *h)
 {
     if (h->chr) {
         qemu_chr_write_held(h->chr, h->data, h->len);
+    } else if (h->cb) {
+        h->cb(h->opaque);
     } else {
         struct iovec iov = { .iov_base = h->data, .iov_len = h->len };
 
@@ -1123,6 +1128,39 @@ bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
     return true;
 }
 
+/* Disk writes wait here until the log up to their issue is acknowledged. */
+static bool ft_out_when_safe(QEMUBHFunc *cb, void *opaque)
+{
+    FtChannel *ch = ft_channel;
+    FtHeld *h;
+
+    if (!ch || ch->live) {
+        return false;
+    }
+    h = g_new0(FtHeld, 1);
+    h->cb = cb;
+    h->opaque = opaque;
+    h->tag = replay_stream_tell(&ch->stream);
+    h->t_ns = now_ns();
+
+    qemu_mutex_lock(&ch->lock);
+    if (!ft_holding_state(ch->state) && g_queue_is_empty(&ch->held)) {
+        qemu_mutex_unlock(&ch->lock);
+        g_free(h);
+        return false;
+    }
+    g_queue_push_tail(&ch->held, h);
+    ch->held_writes++;
+    if (!ft_holding_state(ch->state)) {
+        qemu_bh_schedule(ch->release_bh);
+    }
+    qemu_mutex_unlock(&ch->lock);
+    if (current_cpu) {
+        cpu_exit(current_cpu);
+    }
+    return true;
+}
+
 void ft_output_forget(NetFilterState *nf)
 {
     FtChannel *ch = ft_channel;
@@ -1148,6 +1186,7 @@ void ft_output_forget(NetFilterState *nf)
 static const ReplayOutputOps ft_output_ops = {
     .holding = ft_out_holding,
     .chr_hold = ft_out_hold,
+    .when_safe = ft_out_when_safe,
 };
 
 /* The primary leaves the backup in an orderly way: END, then close. */
