@@ -82,10 +82,19 @@ class Side:
         except FileNotFoundError:
             return ''
 
+    def close_qmp(self):
+        if self.qmp:
+            try:
+                self.qmp.close()
+            except Exception:   # noqa: BLE001  the process is gone
+                pass
+            self.qmp = None
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.close_qmp()
 
 
 def status_line(side):
@@ -108,7 +117,8 @@ def last_line(text):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap = argparse.ArgumentParser(description='A protected pair of the '
+                                 'default test guest; kill the primary.')
     ap.add_argument('--kill-after', type=float, default=None,
                     help='kill the primary after this many seconds '
                     '(default: when you press Enter; 20 s without a '
@@ -202,6 +212,7 @@ def main():
         t_kill = time.monotonic()
         primary.proc.kill()
         primary.proc.wait()
+        primary.close_qmp()
         live = None
         while time.monotonic() - t_kill < a.watch:
             print(status_line(backup))
