@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 from ftfail import BridgeNet, FailoverCase  # noqa: E402
