@@ -1607,8 +1607,10 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
         if (ch->state == FT_STATE_STREAMING && ch->tx_sleeping) {
             int64_t now = now_ns();
 
+            /* Held output waits for this log: no batching then. */
             if (ch->written - ch->sent >= FT_TX_PAYLOAD ||
-                now - ch->tx_wake_ns >= FT_TX_BATCH_NS) {
+                now - ch->tx_wake_ns >= FT_TX_BATCH_NS ||
+                !g_queue_is_empty(&ch->held)) {
                 ch->tx_wake_ns = now;
                 qemu_cond_signal(&ch->tx_cond);
             }

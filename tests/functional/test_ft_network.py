@@ -143,15 +143,22 @@ class NetworkFailoverTest(FailoverCase):
         self.check_client(res)
 
     def test_bad_filter_config(self):
-        """filter-ft-output refuses what cannot work."""
-        vm, _ = self.make_vm('bad', self.guest_args(), args=[
-            '-netdev', f'tap,id=n0,ifname={self.net.taps[0]},script=no,'
-            'downscript=no', '-object', 'filter-ft-output,id=f,netdev=n0'])
-        with self.assertRaises(Exception):
-            vm.launch()
-        self.assertIn('filter-ft-output needs a streamed record/replay log',
-                      vm.get_log() or '')
-        self.vms.remove(vm)
+        """filter-ft-output refuses what cannot work: a VM whose log is not
+        streamed, a multiqueue netdev."""
+        mq = f'ftmq{os.getpid() % 10000}'
+        for netdev, msg in (
+                (f'tap,id=n0,ifname={self.net.taps[0]},script=no,'
+                 'downscript=no', 'filter-ft-output needs a streamed '
+                 'record/replay log'),
+                (f'tap,id=n0,ifname={mq},script=no,downscript=no,queues=2',
+                 'multiqueue is not supported')):
+            vm, _ = self.make_vm('bad', self.guest_args(), args=[
+                '-netdev', netdev,
+                '-object', 'filter-ft-output,id=f,netdev=n0'])
+            with self.assertRaises(Exception):
+                vm.launch()
+            self.assertIn(msg, vm.get_log() or '')
+            self.vms.remove(vm)
 
 
 if __name__ == '__main__':
