@@ -1084,6 +1084,36 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
     return true;
 }
 
+/*
+ * A recorder holds @h, tagged with the log written so far.  Returns false,
+ * and frees @h, when nothing holds output any more: it may go at once.
+ */
+static bool ft_hold_push(FtChannel *ch, FtHeld *h, uint64_t *count)
+{
+    h->tag = replay_stream_tell(&ch->stream);
+    h->t_ns = now_ns();
+
+    qemu_mutex_lock(&ch->lock);
+    if (!ft_holding_state(ch->state) && g_queue_is_empty(&ch->held)) {
+        qemu_mutex_unlock(&ch->lock);
+        g_free(h);
+        return false;
+    }
+    g_queue_push_tail(&ch->held, h);
+    ch->held_bytes += h->len;
+    (*count)++;
+    if (!ft_holding_state(ch->state)) {
+        qemu_bh_schedule(ch->release_bh);
+    }
+    qemu_mutex_unlock(&ch->lock);
+
+    /* End the slice soon, so that the log up to here is committed. */
+    if (current_cpu) {
+        cpu_exit(current_cpu);
+    }
+    return true;
+}
+
 bool ft_output_available(void)
 {
     return ft_channel != NULL;
@@ -1106,26 +1136,7 @@ bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
     h->flags = flags;
     h->len = len;
     iov_to_buf(iov, iovcnt, 0, h->data, len);
-    h->tag = replay_stream_tell(&ch->stream);
-    h->t_ns = now_ns();
-
-    qemu_mutex_lock(&ch->lock);
-    if (!ft_holding_state(ch->state) && g_queue_is_empty(&ch->held)) {
-        qemu_mutex_unlock(&ch->lock);
-        g_free(h);
-        return false;
-    }
-    g_queue_push_tail(&ch->held, h);
-    ch->held_bytes += len;
-    ch->held_packets++;
-    if (!ft_holding_state(ch->state)) {
-        qemu_bh_schedule(ch->release_bh);
-    }
-    qemu_mutex_unlock(&ch->lock);
-    if (current_cpu) {
-        cpu_exit(current_cpu);
-    }
-    return true;
+    return ft_hold_push(ch, h, &ch->held_packets);
 }
 
 /* Disk writes wait here until the log up to their issue is acknowledged. */
@@ -1140,25 +1151,7 @@ static bool ft_out_when_safe(QEMUBHFunc *cb, void *opaque)
     h = g_new0(FtHeld, 1);
     h->cb = cb;
     h->opaque = opaque;
-    h->tag = replay_stream_tell(&ch->stream);
-    h->t_ns = now_ns();
-
-    qemu_mutex_lock(&ch->lock);
-    if (!ft_holding_state(ch->state) && g_queue_is_empty(&ch->held)) {
-        qemu_mutex_unlock(&ch->lock);
-        g_free(h);
-        return false;
-    }
-    g_queue_push_tail(&ch->held, h);
-    ch->held_writes++;
-    if (!ft_holding_state(ch->state)) {
-        qemu_bh_schedule(ch->release_bh);
-    }
-    qemu_mutex_unlock(&ch->lock);
-    if (current_cpu) {
-        cpu_exit(current_cpu);
-    }
-    return true;
+    return ft_hold_push(ch, h, &ch->held_writes);
 }
 
 void ft_output_forget(NetFilterState *nf)
