@@ -30,19 +30,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import FailoverCase  # noqa: E402
+from ftfail import BenchRun, percentile as pct  # noqa: E402
 from test_ft_disk import shared_drive  # noqa: E402
-
-
-class Run(FailoverCase):
-    def runTest(self):
-        pass
-
-
-def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))] if v \
-        else float('nan')
 
 
 def watch(con, vm, stop, seen):
@@ -59,7 +48,7 @@ def watch(con, vm, stop, seen):
 
 
 def run(protected, a):
-    tc = Run()
+    tc = BenchRun()
     tc.setUp()
     res = {}
     try:

@@ -33,19 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import FailoverCase  # noqa: E402
-
-
-class Trial(FailoverCase):
-    def runTest(self):
-        pass
-
-
-def pct(values, q):
-    v = sorted(values)
-    if not v:
-        return float('nan')
-    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+from ftfail import BenchRun, percentile as pct  # noqa: E402
 
 
 def main():
@@ -64,7 +52,7 @@ def main():
     results = []
     failures = 0
     for n, (fault, work) in enumerate(plan, 1):
-        tc = Trial()
+        tc = BenchRun()
         tc.setUp()
         # Every third kill may hit the boot: counted from the launch.
         from_launch = fault == 'kill' and n % 3 == 0

@@ -26,15 +26,10 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import BridgeNet, FailoverCase  # noqa: E402
+from ftfail import BenchRun, BridgeNet  # noqa: E402
 
 CLIENT = os.path.join(os.path.dirname(__file__), '..', 'functional',
                       'ftclient.py')
-
-
-class Run(FailoverCase):
-    def runTest(self):
-        pass
 
 
 def measure(net, what, seconds):
@@ -47,7 +42,7 @@ def measure(net, what, seconds):
 
 
 def run(protected, seconds):
-    tc = Run()
+    tc = BenchRun()
     tc.setUp()
     net = BridgeNet(os.getpid() % 1000)
     net.__enter__()

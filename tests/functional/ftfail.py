@@ -90,6 +90,13 @@ class FailoverCase(FTTestCase):
             primary_args=ids + list(kw.pop('primary_args', ())),
             backup_args=ids + list(kw.pop('backup_args', ())), **kw)
 
+    def next_trial(self, i, n):
+        """Between trials @i and @i+1 of @n in one test: a fresh work
+        directory and VMs (the last trial's are cleaned up as usual)."""
+        if i + 1 < n:
+            self.tearDown()
+            self.setUp()
+
     def lock_path(self, gen=1):
         return os.path.join(self.lock_dir, f'ft-{self.vm_uuid}.{gen}.lock')
 
@@ -159,6 +166,21 @@ class FailoverCase(FTTestCase):
                 'total_ms': (t_live - t_kill) * 1000,
                 'ticks': len(seen), 'repeated_bytes': repeated,
                 'cpu_done_before_fault': cpu_done}
+
+
+class BenchRun(FailoverCase):
+    """A FailoverCase driven by a benchmark script, outside unittest."""
+
+    def runTest(self):
+        pass
+
+
+def percentile(values, q):
+    """The @q-th percentile of @values (nearest rank), NaN if empty."""
+    v = sorted(values)
+    if not v:
+        return float('nan')
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
 class Netns:

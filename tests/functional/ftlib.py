@@ -24,6 +24,7 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 sys.path.insert(0, os.path.join(TOP, 'qemu', 'python'))
 
 from qemu.machine import QEMUMachine  # noqa: E402
+from qemu.machine.machine import AbnormalShutdown  # noqa: E402
 
 BUILD = os.environ.get('FT_BUILD_DIR', os.path.join(TOP, 'build'))
 QEMU_BIN = os.environ.get('FT_QEMU',
@@ -304,6 +305,24 @@ class FTTestCase(unittest.TestCase):
         t.join(60)
         if err:
             raise err[0]
+
+    def shutdown_checked(self, vm):
+        """Quit @vm.  QMP may lose the race with QEMU's exit on 'quit';
+        that is tolerated, a crash (death by a signal) is not."""
+        try:
+            vm.shutdown()
+        except AbnormalShutdown:
+            self.log.warning('%s: shutdown: exit code %s', vm._name,
+                             vm.exitcode())
+            self.assertGreaterEqual(vm.exitcode() or 0, 0,
+                                    f'{vm._name}: QEMU crashed on quit')
+
+    def assert_refused(self, vm, msg):
+        """@vm must fail to start, saying @msg."""
+        with self.assertRaises(Exception):
+            vm.launch()
+        self.assertIn(msg, vm.get_log() or '')
+        self.vms.remove(vm)
 
     @staticmethod
     def ft(vm):

@@ -82,9 +82,7 @@ class SharedDiskTest(FailoverCase):
                 info = b.cmd('x-query-ft')
                 self.assertEqual(info['state'], 'live')
                 self.assertEqual(info['digest']['mismatches'], 0)
-            if i + 1 < KILLS:
-                self.tearDown()
-                self.setUp()
+            self.next_trial(i, KILLS)
 
     def image_syscalls(self, pid, seconds):
         """pread/pwrite-family system calls of @pid (all threads) on the

@@ -37,8 +37,7 @@ class FailoverTest(FailoverCase):
             with self.subTest(trial=i):
                 self.log_trial(self.kill_primary_trial(
                     'ticker', rnd.uniform(0, 4)))
-            self.tearDown()
-            self.setUp()
+            self.next_trial(i, KILLS)
 
     def test_kill_primary_cpu(self):
         """kill -9 during the CPU job: the backup's result is right."""
@@ -47,8 +46,7 @@ class FailoverTest(FailoverCase):
             with self.subTest(trial=i):
                 self.log_trial(self.kill_primary_trial(
                     'ticker,cpu', rnd.uniform(0, 3), cpu_iters=30))
-            self.tearDown()
-            self.setUp()
+            self.next_trial(i, KILLS)
 
     def test_sigstop_primary(self):
         """A hung primary: the backup goes live after the timeout; the old
@@ -266,10 +264,7 @@ class FailoverTest(FailoverCase):
                                  icount_extra=',rrchardev=ftlog' + rrx[0],
                                  args=['-chardev', 'socket,id=ftlog,'
                                        'host=127.0.0.1,port=1', *args])
-            with self.assertRaises(Exception):
-                vm.launch()
-            self.assertIn(msg, vm.get_log() or '')
-            self.vms.remove(vm)
+            self.assert_refused(vm, msg)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ import socket
 import time
 
 from ftlib import FTTestCase, free_tcp_port, sha256_file
-from qemu.machine.machine import AbnormalShutdown
 
 MEM_MB = 256
 
@@ -74,14 +73,7 @@ class ReplayBaseline(FTTestCase):
         vm.cmd('stop')
         elapsed = time.monotonic() - t0
         digest = self.machine_digest(vm, MEM_MB)
-        try:
-            vm.shutdown()
-        except AbnormalShutdown:
-            # QMP may lose the race with QEMU's exit on 'quit'; a crash
-            # (a signal) still fails the test.
-            self.log.warning('replay: shutdown: exit code %s', vm.exitcode())
-            self.assertGreaterEqual(vm.exitcode() or 0, 0,
-                                    'the replaying QEMU crashed on quit')
+        self.shutdown_checked(vm)
         return con, digest, elapsed
 
     def replay(self, disk, log, append, stop_icount, timeout):
@@ -99,14 +91,7 @@ class ReplayBaseline(FTTestCase):
             return con, None, time.monotonic() - t0
         elapsed = time.monotonic() - t0
         digest = self.machine_digest(vm, MEM_MB)
-        try:
-            vm.shutdown()
-        except AbnormalShutdown:
-            # QMP may lose the race with QEMU's exit on 'quit'; a crash
-            # (a signal) still fails the test.
-            self.log.warning('replay: shutdown: exit code %s', vm.exitcode())
-            self.assertGreaterEqual(vm.exitcode() or 0, 0,
-                                    'the replaying QEMU crashed on quit')
+        self.shutdown_checked(vm)
         return con, digest, elapsed
 
     def compare(self, rec, rep):
