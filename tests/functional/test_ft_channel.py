@@ -284,7 +284,9 @@ class FTChannelTest(FTTestCase):
         self.assertEqual(bi['log-consumed'], bi['log-received'])
         self.assertLess(t, 500)
         self.assertIn('TICK 2', bcon.text())
-        self.assertTrue(pcon.text().startswith(bcon.text()))
+        # The backup played all it acknowledged; the primary let out at
+        # most that, and may have died between an ACK and the release.
+        self.assertTrue(bcon.text().startswith(pcon.text()))
 
     # -- bad input on the wire ------------------------------------------
 
