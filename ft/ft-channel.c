@@ -55,6 +55,7 @@
 #include "ft-proto.h"
 #include "ft-lock.h"
 #include "ft-output.h"
+#include "ft-disks.h"
 #include "migration/misc.h"
 #include "net/announce.h"
 
@@ -236,6 +237,15 @@ struct FtChannel {
     uint64_t held_bytes;
     uint64_t released;
     uint64_t peer_released;
+    /*
+     * The disks: the primary sends its description (config) once per
+     * connection; the backup checks it (peer_config) against its own
+     * before its machine runs.
+     */
+    char *config;
+    bool config_sent;
+    char *peer_config;
+    Notifier machine_done;
     QEMUBH *release_bh;
     int64_t delays[FT_DELAYS];          /* output held, ns, newest last */
     unsigned ndelays;
@@ -714,6 +724,7 @@ static void *ft_primary_tx_thread(void *opaque)
         uint64_t off = ch->sent;
         uint64_t icount = qatomic_read(&ch->stream.icount);
         uint64_t released = ch->released;
+        g_autofree char *config = NULL;
         /*
          * Heartbeats go out while data flows too: the backup watches
          * them, and they tell it how far output was released.
@@ -727,7 +738,10 @@ static void *ft_primary_tx_thread(void *opaque)
             hb_due = MIN(hb_due, last_hb + FT_REPORT_NS);
         }
 
-        if (ch->sent < ch->written && now_ns() < hb_due) {
+        if (ch->config && !ch->config_sent) {
+            config = g_strdup(ch->config);
+            ch->config_sent = true;
+        } else if (ch->sent < ch->written && now_ns() < hb_due) {
             len = ft_next_frame_locked(ch, &flags);
             memcpy(frame, ch->buf + (ch->sent - ch->base), len);
             /* before the send: the ACK may come back at once */
@@ -750,7 +764,10 @@ static void *ft_primary_tx_thread(void *opaque)
         }
         qemu_mutex_unlock(&ch->lock);
 
-        if (len) {
+        if (config) {
+            ret = ft_send_frame(fd, FT_FRAME_CONFIG, 0, ch->gen, off,
+                                (uint8_t *)config, strlen(config));
+        } else if (len) {
             ret = ft_send_frame(fd, FT_FRAME_DATA, flags, ch->gen, off,
                                 frame, len);
             last_data = now_ns();
@@ -911,6 +928,10 @@ static void *ft_backup_rx_thread(void *opaque)
                     ch->peer_released = ft_get_le64(payload + 8);
                     ft_trim_kept_locked(ch);
                 }
+            } else if (h.type == FT_FRAME_CONFIG) {
+                g_free(ch->peer_config);
+                ch->peer_config = g_strndup((char *)payload, h.len);
+                qemu_cond_broadcast(&ch->cond);
             } else if (h.type == FT_FRAME_END) {
                 ch->state = FT_STATE_ENDED;
                 info_report("ft: backup: the primary ended the stream at "
@@ -1494,6 +1515,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     ch->fd = fd;
     ch->peer_str = g_strdup(peer);
     ch->state = FT_STATE_STREAMING;
+    ch->config_sent = false;
     ch->last_rx_ns = now_ns();
     info_report("ft: %s: streaming with %s", ft_role_name(ch->role), peer);
     ft_queue_event(ch, FT_EV_UP, peer, 0);
@@ -2041,6 +2063,42 @@ static void ft_setup_insns(FtChannel *ch)
     ch->next_digest = ch->digest_insns;
 }
 
+/*
+ * The machine is built, its disks are open.  The primary describes them
+ * to its backups; a backup waits for that and refuses to run on disks
+ * that differ: it would replay reads of another disk, then write to it.
+ */
+static void ft_machine_done(Notifier *n, void *data)
+{
+    FtChannel *ch = container_of(n, FtChannel, machine_done);
+    g_autofree char *mine = ft_disks_describe();
+    g_autofree char *theirs = NULL;
+    g_autofree char *why = NULL;
+
+    qemu_mutex_lock(&ch->lock);
+    if (ch->role == FT_ROLE_PRIMARY) {
+        ch->config = g_steal_pointer(&mine);
+        qemu_cond_broadcast(&ch->tx_cond);
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    while (!ch->peer_config && (ch->state == FT_STATE_WAITING ||
+                                ch->state == FT_STATE_STREAMING)) {
+        qemu_cond_timedwait(&ch->cond, &ch->lock, 100);
+    }
+    theirs = g_strdup(ch->peer_config);
+    qemu_mutex_unlock(&ch->lock);
+    if (!theirs) {
+        return;     /* lost the primary already: reported as such */
+    }
+    why = ft_disks_compare(mine, theirs);
+    if (why) {
+        error_report("ft: backup: the disks differ from the primary's "
+                     "(%s); refusing to replay", why);
+        exit(1);
+    }
+}
+
 ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
                                          bool writer, Error **errp)
 {
@@ -2087,6 +2145,8 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     if (!ft_connect(ch, errp)) {
         goto fail;
     }
+    ch->machine_done.notify = ft_machine_done;
+    qemu_add_machine_init_done_notifier(&ch->machine_done);
     return &ch->stream;
 
 fail:

@@ -179,6 +179,7 @@ const char *ft_frame_type_name(unsigned type)
         [FT_FRAME_ACK] = "ACK",
         [FT_FRAME_HEARTBEAT] = "HEARTBEAT",
         [FT_FRAME_END] = "END",
+        [FT_FRAME_CONFIG] = "CONFIG",
     };
 
     if (type > 0 && type <= FT_FRAME_TYPE_MAX) {

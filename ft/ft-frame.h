@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define FT_FRAME_MAGIC          0x4c544651u /* "QFTL" */
-#define FT_PROTO_VERSION        1
+#define FT_PROTO_VERSION        2
 #define FT_FRAME_HDR_SIZE       32
 #define FT_FRAME_MAX_PAYLOAD    (1u << 20)
 
@@ -42,7 +42,8 @@ typedef enum FtFrameType {
     FT_FRAME_ACK = 3,       /* backup -> primary: received up to offset */
     FT_FRAME_HEARTBEAT = 4, /* either way when idle */
     FT_FRAME_END = 5,       /* orderly end of the stream at offset */
-    FT_FRAME_TYPE_MAX = FT_FRAME_END,
+    FT_FRAME_CONFIG = 6,    /* primary -> backup: what it must match */
+    FT_FRAME_TYPE_MAX = FT_FRAME_CONFIG,
 } FtFrameType;
 
 /*

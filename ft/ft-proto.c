@@ -117,6 +117,7 @@ static int backup_receive(FtProto *p, const FtFrameHeader *h)
         p->rx_pos += h->len;
         return FT_PROTO_OK;
     case FT_FRAME_HEARTBEAT:
+    case FT_FRAME_CONFIG:
         /* The primary's position: anything else means data went missing. */
         if (h->offset != p->rx_pos) {
             return fail(p, h->offset < p->rx_pos ? FT_PROTO_ERR_REPEAT

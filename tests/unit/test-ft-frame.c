@@ -154,7 +154,7 @@ int main(void)
         CHECK(r == FT_DEC_ERR_VERSION, "other version refused");
         ft_frame_decoder_destroy(&d);
 
-        for (int t = FT_FRAME_HELLO; t <= FT_FRAME_END; t++) {
+        for (int t = FT_FRAME_HELLO; t <= FT_FRAME_TYPE_MAX; t++) {
             for (uint16_t fl = 1; fl; fl <<= 1) {
                 FtFrameHeader fh = {
                     .version = FT_PROTO_VERSION, .type = t, .flags = fl,

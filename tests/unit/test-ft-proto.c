@@ -103,6 +103,12 @@ int main(void)
     CHECK(rx(&p, FT_FRAME_ACK, GEN, 0, 0) == FT_PROTO_ERR_DIRECTION,
           "ACK is not accepted from a primary");
     backup(&p);
+    rx(&p, FT_FRAME_DATA, GEN, 0, 10);
+    CHECK(rx(&p, FT_FRAME_CONFIG, GEN, 10, 20) == 0,
+          "CONFIG at the primary's position is accepted");
+    CHECK(rx(&p, FT_FRAME_CONFIG, GEN, 4, 20) == FT_PROTO_ERR_REPEAT,
+          "CONFIG behind the data refused");
+    backup(&p);
     a = hello(FT_ROLE_PRIMARY, 0);
     CHECK(rx_hello(&p, &a) == FT_PROTO_ERR_HELLO_TWICE,
           "a peer that says HELLO twice is refused");
@@ -163,6 +169,10 @@ int main(void)
     rx_hello(&p, &b);
     CHECK(rx(&p, FT_FRAME_DATA, GEN, 0, 10) == FT_PROTO_ERR_DIRECTION,
           "DATA is not accepted from a backup");
+    ft_proto_init(&p, &a);
+    rx_hello(&p, &b);
+    CHECK(rx(&p, FT_FRAME_CONFIG, GEN, 0, 10) == FT_PROTO_ERR_DIRECTION,
+          "CONFIG is not accepted from a backup");
 
     /* Position map. */
     ft_posmap_init(&m);
