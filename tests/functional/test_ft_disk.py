@@ -9,6 +9,7 @@
 # Copyright (c) 2026 The qemu-ft authors
 # SPDX-License-Identifier: GPL-2.0-or-later
 
+import hashlib
 import os
 import random
 import re
@@ -18,12 +19,46 @@ import time
 import unittest
 
 from ftfail import FailoverCase, splice_consoles, ticks
+from ftlib import QEMU_IMG
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
 DISK_MB = 4
+FS_LOOPS = 9
 
 
-def shared_drive(path, backup, extra=''):
+def mkfs_ext4(path, size_mb, fmt='raw'):
+    """A fresh ext4 image of format @fmt (busybox in the guest has no
+    mkfs.ext4, so the host makes it)."""
+    raw = path if fmt == 'raw' else path + '.raw'
+    with open(raw, 'wb') as f:
+        f.truncate(size_mb << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-E',
+                    'lazy_itable_init=0,lazy_journal_init=0', raw],
+                   check=True)
+    if fmt != 'raw':
+        subprocess.run([QEMU_IMG, 'convert', '-f', 'raw', '-O', fmt, raw,
+                        path], check=True)
+        os.unlink(raw)
+    return path
+
+
+def fs_pattern_sha(loop, j, kib):
+    """sha256 of the guest's fs file for @loop (guest/init: pattern)."""
+    out = subprocess.run(
+        f'yes "ftfs loop={loop} file={j}" | od -v -A d -t x8 | '
+        f'head -c {kib * 1024} | sha256sum', shell=True, check=True,
+        capture_output=True, text=True).stdout
+    return out.split()[0]
+
+
+def image_file_sha(image, name):
+    """sha256 of /@name in the ext4 @image, read on the host."""
+    out = subprocess.run(['debugfs', '-R', f'cat /{name}', image],
+                         check=True, capture_output=True).stdout
+    return hashlib.sha256(out).hexdigest()
+
+
+def shared_drive(path, backup, extra='', fmt='raw'):
     """The guest's AHCI disk on the shared image, through blkreplay ft=on.
 
     The backup opens the image without taking QEMU's image lock (the
@@ -31,7 +66,7 @@ def shared_drive(path, backup, extra=''):
     would not be coherent.
     """
     lock = ',file.locking=off' if backup else ''
-    return ['-drive', f'file={path},if=none,id=d0,format=raw,'
+    return ['-drive', f'file={path},if=none,id=d0,format={fmt},'
             f'cache.direct=on{lock}{extra}',
             '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on',
             '-device', 'ide-hd,drive=d0-rr']
@@ -56,9 +91,83 @@ class SharedDiskTest(FailoverCase):
             raise AssertionError(f'the guest saw bad disk data: {fails}')
         return len(re.findall(r'^DISK verify ok', text, re.M))
 
+    @staticmethod
+    def fs_checked(text):
+        """The fs workload's markers: no failure; returns the number of
+        verify rounds (each re-reads every file it completed)."""
+        fails = re.findall(r'^FS (?:verify|write) FAIL.*$|^FT-ERROR.*$',
+                           text, re.M)
+        if fails:
+            raise AssertionError(f'the guest saw bad file data: {fails}')
+        return len(re.findall(r'^FS verify ok', text, re.M))
+
+    def ext4_kill_trials(self, fmt, kills):
+        """ext4 on the shared disk (image format @fmt), files written,
+        fsynced and verified in a loop; kill -9 of the primary at a random
+        moment, @kills times.  The guest's verification of every file it
+        completed keeps passing on the new primary; after its clean
+        shutdown, the image checks clean (qemu-img check, e2fsck) and the
+        host reads the right data from each file."""
+        rnd = random.Random(os.environ.get('FT_SEED'))
+        kib = 256
+        for i in range(kills):
+            with self.subTest(trial=i):
+                img = mkfs_ext4(self.scratch('shared.img'), 32, fmt)
+                p, pcon, b, bcon = self.make_ft_pair(
+                    self.guest_args(work='fs,ticker', disk_loops=FS_LOOPS,
+                                    fs_kb=kib, poweroff=1),
+                    primary_args=shared_drive(img, False, fmt=fmt),
+                    backup_args=shared_drive(img, True, fmt=fmt))
+                pcon.wait(r'FS write ok loop=2\b', 180, p)
+                time.sleep(rnd.uniform(0, 3))
+                os.kill(p.get_pid(), signal.SIGKILL)
+                self.wait_event(b, 'FT_WENT_LIVE', 60)
+                killed_at = self.fs_checked(pcon.text())
+                self.assertNotIn('FS done', pcon.text(), 'killed too late')
+                # The new primary finishes the loops, unmounts, powers off
+                self.assertEqual(self.wait_exit(b, 400), 0)
+                stream, _ = splice_consoles(pcon.text(), bcon.text())
+                rounds = self.fs_checked(stream)
+                ticks(stream)
+                self.assertIn('FS done loops=%d' % FS_LOOPS, stream)
+                self.assertGreaterEqual(self.fs_checked(bcon.text()), 2)
+                self.log.info('%s trial %d: killed after %d verified rounds,'
+                              ' %d in all', fmt, i, killed_at, rounds)
+                if fmt != 'raw':
+                    chk = subprocess.run([QEMU_IMG, 'check', '-f', fmt, img],
+                                         capture_output=True, text=True)
+                    self.assertEqual(chk.returncode, 0,
+                                     chk.stdout + chk.stderr)
+                    subprocess.run([QEMU_IMG, 'convert', '-f', fmt, '-O',
+                                    'raw', img, img + '.raw'], check=True)
+                    img += '.raw'
+                fsck = subprocess.run(['e2fsck', '-fn', img],
+                                      capture_output=True, text=True)
+                self.assertEqual(fsck.returncode, 0,
+                                 fsck.stdout + fsck.stderr)
+                files = re.findall(r'^FS file (\d+) sha256=([0-9a-f]+)',
+                                   stream, re.M)
+                self.assertEqual(len(files), min(FS_LOOPS, 8))
+                for j, sha in files:
+                    j = int(j)
+                    last = max(k for k in range(1, FS_LOOPS + 1)
+                               if k % 8 == j)
+                    self.assertEqual(sha, fs_pattern_sha(last, j, kib))
+                    self.assertEqual(image_file_sha(img, f'f{j}'), sha)
+            self.next_trial(i, kills)
+
+    def test_kill_primary_ext4(self):
+        self.ext4_kill_trials('raw', KILLS)
+
+    def test_kill_primary_ext4_qcow2(self):
+        """The same on a qcow2 image: the new primary reloads the qcow2
+        metadata the old one changed before it allocates clusters."""
+        self.ext4_kill_trials('qcow2', KILLS)
+
     def test_kill_primary(self):
-        """kill -9 of the primary mid-write: the backup takes over the
-        shared disk and the guest's verification keeps passing."""
+        """kill -9 of the primary mid-write to the raw disk: the backup
+        takes over the shared disk and the guest's verification keeps
+        passing."""
         rnd = random.Random(os.environ.get('FT_SEED'))
         for i in range(KILLS):
             with self.subTest(trial=i):
@@ -145,6 +254,50 @@ class SharedDiskTest(FailoverCase):
         self.assertEqual(bi['state'], 'streaming')
         self.assertEqual(bi['digest']['mismatches'], 0)
         self.assertGreater(bi['digest']['checks'], 5)
+
+
+    def mismatched_backup(self, backup_drive, why, fmt='raw'):
+        """The backup opens the shared disk differently: it must refuse
+        to replay, saying @why, and the primary run on without it."""
+        self.disk = self.make_disk('shared.img', 16)
+        if fmt != 'raw':
+            subprocess.run([QEMU_IMG, 'create', '-q', '-f', fmt, self.disk,
+                            '16M'], check=True)
+        p, pcon, b, bcon = self.make_ft_pair(
+            self.guest_args(work='ticker'), launch=False,
+            primary_args=shared_drive(self.disk, False, fmt=fmt),
+            backup_args=backup_drive)
+        with self.assertRaises(Exception):
+            self.launch_pair(p, b)
+        self.assertEqual(self.wait_exit(b, 30), 1)
+        log = b.get_log() or ''
+        self.log.info('backup: %s', log.strip().splitlines()[-1])
+        self.assertIn('the disks differ from the primary', log)
+        self.assertIn(why, log)
+        self.vms.remove(b)
+        # Nothing was replayed, so nothing reached the disk from it; the
+        # primary loses its backup, wins the lock and runs on alone.
+        self.wait_event(p, 'FT_WENT_LIVE', 60)
+        pcon.wait(r'TICK 2\b', 120, p)
+
+    def test_backup_on_another_file(self):
+        """A backup pointed at a copy of the image is refused."""
+        copy = self.scratch('copy.img')
+        self.make_disk('copy.img', 16)
+        self.mismatched_backup(shared_drive(copy, True),
+                               "a different image file")
+
+    def test_backup_with_another_size(self):
+        """The same file, seen with another size, is refused."""
+        self.mismatched_backup(shared_drive(self.scratch('shared.img'), True,
+                                            extra=',size=8388608'),
+                               "size 8388608 here, 16777216 on the primary")
+
+    def test_backup_with_another_format(self):
+        """A qcow2 image that the backup opens as raw is refused."""
+        self.mismatched_backup(shared_drive(self.scratch('shared.img'), True),
+                               "format raw/file here, qcow2/file on the "
+                               "primary", fmt='qcow2')
 
 
 if __name__ == '__main__':
