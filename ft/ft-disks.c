@@ -13,18 +13,39 @@
  *
  * One line per blkreplay node:
  *
- *   drive <name> chain=<format>/.../<protocol> size=<bytes> [file=<ino>]
+ *   drive <name> ft=on|off chain=<format>/.../<protocol> size=<bytes>
+ *         [file=<ino>]
  *
  * <name> is the node's device or node name ("#<n>" for the n-th one when
- * it only has a generated name); file= is the inode number of a regular
- * image file, which NFS clients see as the server's file id.
+ * it only has a generated name); file= is, for ft=on, the inode number
+ * of a regular image file, which NFS clients see as the server's file
+ * id.  Without ft=on each side reads its own copy of the image, as
+ * upstream record/replay does, so only the format and size must match.
  */
 
 #include "qemu/osdep.h"
 #include <sys/stat.h>
 #include "block/block.h"
 #include "block/block_int.h"
+#include "qapi/util.h"
+#include "qobject/qbool.h"
+#include "qobject/qdict.h"
+#include "qobject/qstring.h"
 #include "ft-disks.h"
+
+/* blkreplay's ft option, as given (-drive: a string, QMP: a bool) */
+static bool ft_disks_is_ft(BlockDriverState *bs)
+{
+    QObject *o = bs->options ? qdict_get(bs->options, "ft") : NULL;
+    QString *str = qobject_to(QString, o);
+    bool on = false;
+
+    if (qobject_to(QBool, o)) {
+        return qbool_get_bool(qobject_to(QBool, o));
+    }
+    return str && qapi_bool_parse("ft", qstring_get_str(str), &on, NULL) &&
+           on;
+}
 
 char *ft_disks_describe(void)
 {
@@ -39,30 +60,37 @@ char *ft_disks_describe(void)
         const char *name;
         BlockDriverState *leaf;
         struct stat st;
+        bool ft;
 
         if (!bs->drv || strcmp(bdrv_get_format_name(bs), "blkreplay") ||
             !bs->file) {
             continue;
         }
         n++;
+        ft = ft_disks_is_ft(bs);
         name = bdrv_get_device_or_node_name(bs);
         if (name[0] == '#' || !name[0]) {
-            g_string_append_printf(out, "drive #%d chain=", n);
+            g_string_append_printf(out, "drive #%d", n);
         } else {
-            g_string_append_printf(out, "drive %s chain=", name);
+            g_string_append_printf(out, "drive %s", name);
         }
+        g_string_append_printf(out, " ft=%s chain=", ft ? "on" : "off");
+        /* Filters (blkdebug, throttle...) do not change what is read. */
         leaf = bs->file->bs;
         for (;;) {
-            g_string_append(out, leaf->drv ?
-                            bdrv_get_format_name(leaf) : "?");
+            if (!leaf->drv || !leaf->drv->is_filter || !leaf->file) {
+                g_string_append_printf(out, "%s%s",
+                                       leaf->drv ?
+                                       bdrv_get_format_name(leaf) : "?",
+                                       leaf->file ? "/" : "");
+            }
             if (!leaf->file) {
                 break;
             }
-            g_string_append_c(out, '/');
             leaf = leaf->file->bs;
         }
         g_string_append_printf(out, " size=%" PRId64, bdrv_getlength(bs));
-        if (leaf->drv && !strcmp(bdrv_get_format_name(leaf), "file") &&
+        if (ft && leaf->drv && !strcmp(bdrv_get_format_name(leaf), "file") &&
             stat(leaf->filename, &st) == 0 && S_ISREG(st.st_mode)) {
             g_string_append_printf(out, " file=%" PRIu64,
                                    (uint64_t)st.st_ino);
@@ -143,6 +171,7 @@ char *ft_disks_compare(const char *mine, const char *primary)
                                    (char *)key);
             continue;
         }
+        ft_disks_diff(why, key, line, value, "ft", "blkreplay ft");
         ft_disks_diff(why, key, line, value, "chain", "format");
         ft_disks_diff(why, key, line, value, "size", "size");
         ft_disks_diff(why, key, line, value, "file",

@@ -19,19 +19,21 @@
 # Not a test: nothing is asserted.
 #
 #   python3 tests/bench/bench_disk.py [--fsyncs N] [--loops N] [--mb N]
+#                                     [--format raw|qcow2]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 import argparse
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 from ftfail import BenchRun, percentile as pct  # noqa: E402
-from test_ft_disk import shared_drive  # noqa: E402
+from test_ft_disk import QEMU_IMG, shared_drive  # noqa: E402
 
 
 def watch(con, vm, stop, seen):
@@ -53,15 +55,18 @@ def run(protected, a):
     res = {}
     try:
         disk = tc.make_disk('disk.img', max(16, a.mb * 2 + 1))
+        if a.format != 'raw':
+            subprocess.run([QEMU_IMG, 'create', '-q', '-f', a.format, disk,
+                            f'{max(16, a.mb * 2 + 1)}M'], check=True)
         append = tc.guest_args(work='disk', disk_loops=a.loops,
                                disk_mb=a.mb, fsyncs=a.fsyncs)
         if protected:
             p, pcon, b, bcon = tc.make_ft_pair(
-                append, primary_args=shared_drive(disk, False),
-                backup_args=shared_drive(disk, True))
+                append, primary_args=shared_drive(disk, False, fmt=a.format),
+                backup_args=shared_drive(disk, True, fmt=a.format))
         else:
             p, pcon = tc.make_vm('plain', append, args=[
-                '-drive', f'file={disk},if=none,id=d0,format=raw,'
+                '-drive', f'file={disk},if=none,id=d0,format={a.format},'
                 'cache.direct=on', '-device', 'ide-hd,drive=d0'])
             p.launch()
         seen, stop = [], threading.Event()
@@ -102,9 +107,11 @@ def main():
     ap.add_argument('--fsyncs', type=int, default=100)
     ap.add_argument('--loops', type=int, default=3)
     ap.add_argument('--mb', type=int, default=8)
+    ap.add_argument('--format', choices=('raw', 'qcow2'), default='raw')
     a = ap.parse_args()
     u = run(False, a)
     p = run(True, a)
+    print(f'image format: {a.format}')
     print(f'{"figure":34} {"unprotected":>12} {"protected":>12} {"ratio":>7}')
     rows = [('fsync latency p50 ms', pct(u['fsync_ms'], 50),
              pct(p['fsync_ms'], 50)),

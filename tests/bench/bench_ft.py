@@ -14,9 +14,11 @@
 #   - execution lag (primary icount - backup icount, from x-query-ft every
 #     100 ms) p50 and p99 in ms of guest time.
 # Not a test: nothing is asserted.  Both VMs share this host's cores, so
-# the protected run pays for the backup's CPU too.
+# the protected run pays for the backup's CPU too.  With --pin, the
+# unprotected VM and the primary run on CPU 0 and the backup on CPU 1
+# (taskset), as if the backup had a host of its own.
 #
-#   python3 tests/bench/bench_ft.py [--seconds N] [--workloads a,b]
+#   python3 tests/bench/bench_ft.py [--seconds N] [--workloads a,b] [--pin]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -84,8 +86,10 @@ def icount(vm):
     return vm.cmd('query-replay')['icount']
 
 
-def measure(workload, seconds, rrx=''):
+def measure(workload, seconds, rrx='', pin=False):
     knobs = WORKLOADS[workload]
+    cpu0 = ['taskset', '-c', '0'] if pin else []
+    cpu1 = ['taskset', '-c', '1'] if pin else []
     res = {}
     # unprotected
     t = Bench()
@@ -94,7 +98,7 @@ def measure(workload, seconds, rrx=''):
     stop = threading.Event()
     try:
         vm, con = t.make_vm('plain', t.guest_args(**knobs),
-                            args=devices(t, workload, 'plain'))
+                            args=devices(t, workload, 'plain'), wrapper=cpu0)
         vm.launch()
         con.wait(r'FT-READY', 300, vm)
         if workload == 'network':
@@ -119,7 +123,8 @@ def measure(workload, seconds, rrx=''):
         p, pcon, b, bcon = t.make_pair(
             t.guest_args(**knobs), rrx=rrx,
             primary_args=devices(t, workload, 'primary'),
-            backup_args=devices(t, workload, 'backup'))
+            backup_args=devices(t, workload, 'backup'),
+            primary_wrapper=cpu0, backup_wrapper=cpu1)
         pcon.wait(r'FT-READY', 300, p)
         if workload == 'network':
             threading.Thread(target=echo_client,
@@ -158,15 +163,20 @@ def main():
     ap.add_argument('--rrx', default='',
                     help='extra -icount options for the pair, e.g. '
                     '",rrlag=5000"')
+    ap.add_argument('--pin', action='store_true',
+                    help='unprotected VM and primary on CPU 0, backup on '
+                    'CPU 1')
     args = ap.parse_args()
     rows = []
     for w in args.workloads.split(','):
-        r = measure(w, args.seconds, args.rrx)
+        r = measure(w, args.seconds, args.rrx, args.pin)
         rows.append((w, r))
         print(w, r, flush=True)
     print()
+    where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
+             if args.pin else 'both VMs of the pair on this host')
     print(f'window {args.seconds} s after FT-READY; icount shift=5{args.rrx}; '
-          'both VMs of the pair on this host')
+          f'{where}')
     print('| workload | primary / unprotected | backup / primary | '
           'log Mbit/s | lag p50 ms | lag p99 ms | throttled ms | '
           'digest mismatches |')

@@ -88,10 +88,13 @@ def crc32c(data, crc=0):
 
 
 FRAME_HELLO, FRAME_DATA, FRAME_ACK, FRAME_HEARTBEAT, FRAME_END = 1, 2, 3, 4, 5
+FRAME_CONFIG = 6
+PROTO_VERSION = 2       # ft/ft-frame.h FT_PROTO_VERSION
 REPLAY_VERSION = 0xe0200d
 
 
-def frame(ftype, gen=1, offset=0, payload=b'', flags=0, version=1):
+def frame(ftype, gen=1, offset=0, payload=b'', flags=0,
+          version=PROTO_VERSION):
     hdr = struct.pack('<IBBHIIQ', 0x4c544651, version, ftype, flags, gen,
                       len(payload), offset)
     crc = crc32c(hdr + payload)

@@ -15,8 +15,8 @@ import threading
 import time
 import unittest
 
-from ftlib import (FTTestCase, FRAME_DATA, FRAME_HELLO, frame, hello,
-                   free_tcp_port, wait_port)
+from ftlib import (FTTestCase, FRAME_DATA, FRAME_HELLO, PROTO_VERSION,
+                   frame, hello, free_tcp_port, wait_port)
 
 PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '60'))
 
@@ -343,7 +343,8 @@ class FTChannelTest(FTTestCase):
                 except OSError:
                     pass
         attempt(b'GET / HTTP/1.0\r\n\r\n' + bytes(64))
-        attempt(frame(FRAME_HELLO, payload=hello(1), version=2))
+        attempt(frame(FRAME_HELLO, payload=hello(1),
+                      version=PROTO_VERSION + 1))
         attempt(frame(FRAME_HELLO, gen=7, payload=hello(1, gen=7)))
         attempt(frame(FRAME_HELLO, payload=hello(2)))
         attempt(frame(FRAME_HELLO, payload=hello(1, replay_version=1)))
