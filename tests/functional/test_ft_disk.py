@@ -131,8 +131,11 @@ class SharedDiskTest(FailoverCase):
                 ticks(stream)
                 self.assertIn('FS done loops=%d' % FS_LOOPS, stream)
                 self.assertGreaterEqual(self.fs_checked(bcon.text()), 2)
+                redone = re.search(r'redid (\d+) writes', b.get_log() or '')
                 self.log.info('%s trial %d: killed after %d verified rounds,'
-                              ' %d in all', fmt, i, killed_at, rounds)
+                              ' %d in all; %s writes redone', fmt, i,
+                              killed_at, rounds,
+                              redone.group(1) if redone else 'no')
                 if fmt != 'raw':
                     chk = subprocess.run([QEMU_IMG, 'check', '-f', fmt, img],
                                          capture_output=True, text=True)
