@@ -131,7 +131,9 @@ class SharedDiskTest(FailoverCase):
                 ticks(stream)
                 self.assertIn('FS done loops=%d' % FS_LOOPS, stream)
                 self.assertGreaterEqual(self.fs_checked(bcon.text()), 2)
-                redone = re.search(r'redid (\d+) writes', b.get_log() or '')
+                # QEMU's own log file: get_log() is only filled at shutdown
+                with open(self.scratch('backup.log')) as f:
+                    redone = re.search(r'redid (\d+) writes', f.read())
                 self.log.info('%s trial %d: killed after %d verified rounds,'
                               ' %d in all; %s writes redone', fmt, i,
                               killed_at, rounds,
