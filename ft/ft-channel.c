@@ -1491,6 +1491,13 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     qemu_mutex_unlock(&ch->lock);
 
     qio_channel_set_blocking(QIO_CHANNEL(sioc), true, NULL);
+    /*
+     * Frames are small and each one is waited for: an ACK releases held
+     * output, a commit carries the event that output waits on.  Nagle's
+     * algorithm would hold a frame back until the previous one is
+     * acknowledged, which with delayed ACKs costs up to 40 ms.
+     */
+    qio_channel_set_delay(QIO_CHANNEL(sioc), false);
     r = g_new0(FtReader, 1);
     ft_frame_decoder_init(&r->dec, FT_FRAME_MAX_PAYLOAD);
     if (ft_handshake(ch, fd, &proto, r, &why) < 0) {
