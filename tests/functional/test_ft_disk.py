@@ -281,8 +281,14 @@ class SharedDiskTest(FailoverCase):
         self.assertIn(why, log)
         self.vms.remove(b)
         # Nothing was replayed, so nothing reached the disk from it; the
-        # primary loses its backup, wins the lock and runs on alone.
-        self.wait_event(p, 'FT_WENT_LIVE', 60)
+        # primary loses its backup, wins the lock and runs on alone.  It
+        # may do so before its QMP client has connected, so its state is
+        # polled: FT_WENT_LIVE can come before anyone listens.
+        deadline = time.monotonic() + 60
+        while p.cmd('x-query-ft')['state'] != 'live':
+            self.assertLess(time.monotonic(), deadline,
+                            'the primary did not go live without its backup')
+            time.sleep(0.1)
         pcon.wait(r'TICK 2\b', 120, p)
 
     def test_backup_on_another_file(self):
