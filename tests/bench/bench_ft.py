@@ -6,19 +6,30 @@
 #   - protected: a primary (-icount shift=5,rr=record,rrchardev=...)
 #     streaming to a live backup (rr=replay) on the same host;
 # and the script prints, measured over the same window after FT-READY:
-#   - primary speed: guest instructions per wall second, as a ratio to
-#     the unprotected VM;
+#   - primary speed as a ratio to the unprotected VM, in the work the
+#     workload does: guest instructions per wall second (cpu, disk),
+#     echoed bytes per second (network), guest clock per wall second
+#     (idle, ticker: a guest that mostly sleeps executes so few
+#     instructions that their count is the guest's own noise); the
+#     instruction and guest-clock ratios are printed for every workload;
 #   - backup rate: the backup's instructions per second as a ratio to the
 #     primary's over the window (>= 1.0 means it keeps up);
 #   - log bandwidth in Mbit/s;
-#   - execution lag (primary icount - backup icount, from x-query-ft every
-#     100 ms) p50 and p99 in ms of guest time.
+#   - execution lag, sampled every 50 ms from x-query-ft: p50 and p99 in
+#     ms of guest time (primary icount - backup icount, the bound rrlag
+#     is in), and in wall ms (how long ago the primary was where the
+#     backup is now);
+#   - the slowest x-query-ft round trip on either side.
+# The unprotected and protected runs alternate for --rounds rounds (in
+# turn first), and each figure is the median over the rounds: this host
+# is shared and a single run can be off by 10 % or more.
 # Not a test: nothing is asserted.  Both VMs share this host's cores, so
 # the protected run pays for the backup's CPU too.  With --pin, the
 # unprotected VM and the primary run on CPU 0 and the backup on CPU 1
 # (taskset), as if the backup had a host of its own.
 #
-#   python3 tests/bench/bench_ft.py [--seconds N] [--workloads a,b] [--pin]
+#   python3 tests/bench/bench_ft.py [--seconds N] [--rounds N]
+#                                   [--workloads a,b] [--pin]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -32,6 +43,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 import ftlib  # noqa: E402
+from ftfail import percentile as pct  # noqa: E402
 
 WORKLOADS = {
     'idle': dict(work=''),
@@ -82,16 +94,50 @@ def echo_client(port, stop, counter):
             time.sleep(0.5)
 
 
-def icount(vm):
-    return vm.cmd('query-replay')['icount']
+def replay_info(vm):
+    """(monotonic time, icount, guest clock ns)"""
+    r = vm.cmd('query-replay')
+    return time.monotonic(), r['icount'], r['clock-ns']
 
 
-def measure(workload, seconds, rrx='', pin=False):
+# What "speed" means for each workload (see the top of this file)
+WORK = {'idle': 'clock', 'ticker': 'clock', 'cpu': 'insns',
+        'disk': 'insns', 'network': 'echo'}
+
+
+def rates(a, b, echoed=0):
+    dt = b[0] - a[0]
+    return {'insns': (b[1] - a[1]) / dt, 'clock': (b[2] - a[2]) / dt / 1e9,
+            'echo': echoed / dt}
+
+
+def start_client(t, workload, stop):
+    counter = [0]
+    if workload == 'network':
+        threading.Thread(target=echo_client,
+                         args=(t.echo_port, stop, counter),
+                         daemon=True).start()
+        time.sleep(1)
+    return counter
+
+
+def wall_lag(history, t_b, icount_b):
+    """How long before @t_b the primary was at @icount_b, from the
+    primary's (time, icount) @history (interpolated)."""
+    if icount_b >= history[-1][1]:
+        return 0.0
+    for (t1, i1), (t2, i2) in zip(reversed(history[:-1]),
+                                  reversed(history[1:])):
+        if i1 < icount_b <= i2:
+            at = t1 + (icount_b - i1) / (i2 - i1) * (t2 - t1)
+            return max(0.0, t_b - at) * 1000
+        if i2 <= icount_b:
+            break
+    return max(0.0, t_b - history[0][0]) * 1000
+
+
+def run_plain(workload, seconds, cpu0):
     knobs = WORKLOADS[workload]
-    cpu0 = ['taskset', '-c', '0'] if pin else []
-    cpu1 = ['taskset', '-c', '1'] if pin else []
-    res = {}
-    # unprotected
     t = Bench()
     t.setUp()
     t.echo_port = ftlib.free_tcp_port()
@@ -101,20 +147,19 @@ def measure(workload, seconds, rrx='', pin=False):
                             args=devices(t, workload, 'plain'), wrapper=cpu0)
         vm.launch()
         con.wait(r'FT-READY', 300, vm)
-        if workload == 'network':
-            threading.Thread(target=echo_client,
-                             args=(t.echo_port, stop, [0]),
-                             daemon=True).start()
-        i0, t0 = icount(vm), time.monotonic()
+        echoed = start_client(t, workload, stop)
+        a, e0 = replay_info(vm), echoed[0]
         time.sleep(seconds)
-        i1, t1 = icount(vm), time.monotonic()
-        res['plain_ips'] = (i1 - i0) / (t1 - t0)
+        b = replay_info(vm)
+        return rates(a, b, echoed[0] - e0)
     finally:
         stop.set()
         t._ft_passed = True
         t.tearDown()
 
-    # protected
+
+def run_pair(workload, seconds, rrx, cpu0, cpu1):
+    knobs = WORKLOADS[workload]
     t = Bench()
     t.setUp()
     t.echo_port = ftlib.free_tcp_port()
@@ -126,39 +171,70 @@ def measure(workload, seconds, rrx='', pin=False):
             backup_args=devices(t, workload, 'backup'),
             primary_wrapper=cpu0, backup_wrapper=cpu1)
         pcon.wait(r'FT-READY', 300, p)
-        if workload == 'network':
-            threading.Thread(target=echo_client,
-                             args=(t.echo_port, stop, [0]),
-                             daemon=True).start()
-        p0, _ = t.ft(p)
-        b0, _ = t.ft(b)
-        t0 = time.monotonic()
-        lags = []
-        while time.monotonic() - t0 < seconds:
-            time.sleep(0.1)
-            lags.append(t.ft(p)[0]['lag-ms'])
-        p1, _ = t.ft(p)
-        b1, _ = t.ft(b)
-        dt = time.monotonic() - t0
-        res['primary_ips'] = (p1['icount'] - p0['icount']) / dt
-        res['backup_ips'] = (b1['icount'] - b0['icount']) / dt
-        res['mbps'] = (p1['log-acked'] - p0['log-acked']) * 8 / dt / 1e6
-        lags.sort()
-        res['lag_p50'] = statistics.median(lags)
-        res['lag_p99'] = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        echoed = start_client(t, workload, stop)
+        pa, ba, e0 = replay_info(p), replay_info(b), echoed[0]
+        p0, b0 = t.ft(p)[0], t.ft(b)[0]
+        lags, walls, qmp = [], [], []
+        history = [(pa[0], pa[1])]
+        while time.monotonic() - pa[0] < seconds:
+            time.sleep(0.05)
+            pi, pt = t.ft(p)
+            history.append((time.monotonic(), pi['icount']))
+            bi, bt = t.ft(b)
+            qmp += [pt, bt]
+            lags.append(pi['lag-ms'])
+            walls.append(wall_lag(history, time.monotonic(), bi['icount']))
+            del history[:-200]
+        pb, bb = replay_info(p), replay_info(b)
+        p1, b1 = t.ft(p)[0], t.ft(b)[0]
+        res = rates(pa, pb, echoed[0] - e0)
+        res['backup'] = rates(ba, bb)
+        res['mbps'] = (p1['log-acked'] - p0['log-acked']) * 8 / \
+            (pb[0] - pa[0]) / 1e6
+        res['lag_p50'], res['lag_p99'] = pct(lags, 50), pct(lags, 99)
+        res['wall_p50'], res['wall_p99'] = pct(walls, 50), pct(walls, 99)
+        res['qmp_max'] = max(qmp)
         res['throttle_ms'] = p1['throttle-ms'] - p0['throttle-ms']
         res['mismatches'] = b1['digest']['mismatches']
         res['state'] = f"{p1['state']}/{b1['state']}"
+        return res
     finally:
         stop.set()
         t._ft_passed = True
         t.tearDown()
-    return res
+
+
+def measure(workload, seconds, rounds, rrx='', pin=False):
+    cpu0 = ['taskset', '-c', '0'] if pin else []
+    cpu1 = ['taskset', '-c', '1'] if pin else []
+    rows = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            plain = run_plain(workload, seconds, cpu0)
+            prot = run_pair(workload, seconds, rrx, cpu0, cpu1)
+        else:
+            prot = run_pair(workload, seconds, rrx, cpu0, cpu1)
+            plain = run_plain(workload, seconds, cpu0)
+        row = {k: prot[k] / max(plain[k], 1e-9)
+               for k in ('insns', 'clock', 'echo')}
+        row['speed'] = row[WORK[workload]]
+        row['backup'] = prot['backup']['insns'] / max(prot['insns'], 1e-9)
+        for k in ('mbps', 'lag_p50', 'lag_p99', 'wall_p50', 'wall_p99',
+                  'qmp_max', 'throttle_ms', 'mismatches'):
+            row[k] = prot[k]
+        print(workload, f'round {r + 1}:', {'plain': plain, 'protected': prot},
+              flush=True)
+        rows.append(row)
+    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    med['mismatches'] = sum(row['mismatches'] for row in rows)
+    med['qmp_max'] = max(row['qmp_max'] for row in rows)
+    return med
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--seconds', type=int, default=30)
+    ap.add_argument('--seconds', type=int, default=20)
+    ap.add_argument('--rounds', type=int, default=2)
     ap.add_argument('--workloads', default=','.join(WORKLOADS))
     ap.add_argument('--rrx', default='',
                     help='extra -icount options for the pair, e.g. '
@@ -169,23 +245,25 @@ def main():
     args = ap.parse_args()
     rows = []
     for w in args.workloads.split(','):
-        r = measure(w, args.seconds, args.rrx, args.pin)
-        rows.append((w, r))
-        print(w, r, flush=True)
+        rows.append((w, measure(w, args.seconds, args.rounds, args.rrx,
+                                args.pin)))
     print()
     where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
              if args.pin else 'both VMs of the pair on this host')
-    print(f'window {args.seconds} s after FT-READY; icount shift=5{args.rrx}; '
-          f'{where}')
-    print('| workload | primary / unprotected | backup / primary | '
-          'log Mbit/s | lag p50 ms | lag p99 ms | throttled ms | '
-          'digest mismatches |')
-    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+    print(f'window {args.seconds} s after FT-READY, median of {args.rounds} '
+          f'rounds; icount shift=5{args.rrx}; {where}')
+    print('| workload | primary / unprotected | (instructions) | '
+          '(guest clock) | backup / primary | log Mbit/s | '
+          'lag p50 / p99 guest ms | lag p50 / p99 wall ms | '
+          'throttled ms | slowest x-query-ft ms | digest mismatches |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for w, r in rows:
-        print(f"| {w} | {r['primary_ips'] / r['plain_ips']:.3f} | "
-              f"{r['backup_ips'] / max(r['primary_ips'], 1):.3f} | "
-              f"{r['mbps']:.3f} | {r['lag_p50']:.1f} | {r['lag_p99']:.1f} | "
-              f"{r['throttle_ms']} | {r['mismatches']} |")
+        print(f"| {w} | {r['speed']:.3f} ({WORK[w]}) | {r['insns']:.3f} | "
+              f"{r['clock']:.3f} | {r['backup']:.3f} | {r['mbps']:.3f} | "
+              f"{r['lag_p50']:.1f} / {r['lag_p99']:.1f} | "
+              f"{r['wall_p50']:.1f} / {r['wall_p99']:.1f} | "
+              f"{r['throttle_ms']:.0f} | {r['qmp_max']:.1f} | "
+              f"{r['mismatches']} |")
 
 
 if __name__ == '__main__':
