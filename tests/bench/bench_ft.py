@@ -19,7 +19,9 @@
 #     ms of guest time (primary icount - backup icount, the bound rrlag
 #     is in), and in wall ms (how long ago the primary was where the
 #     backup is now);
-#   - the slowest x-query-ft round trip on either side.
+#   - the slowest x-query-ft round trip on either side;
+# and, once, x-query-ft on a backup starved of log: its primary is
+# SIGSTOPped for 3 s while the backup is asked every 10 ms.
 # The unprotected and protected runs alternate for --rounds rounds (in
 # turn first), and each figure is the median over the rounds: this host
 # is shared and a single run can be off by 10 % or more.
@@ -35,6 +37,7 @@
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -204,6 +207,30 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         t.tearDown()
 
 
+def starved_qmp(rrx):
+    """x-query-ft round trips (ms) on a backup whose primary is
+    stopped, so that no log arrives."""
+    t = Bench()
+    t.setUp()
+    try:
+        p, pcon, b, bcon = t.make_pair(t.guest_args(work='ticker'),
+                                       rrx=rrx + ',rrtimeout=10000')
+        pcon.wait(r'TICK 2\b', 300, p)
+        os.kill(p.get_pid(), signal.SIGSTOP)
+        times = []
+        try:
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                times.append(t.ft(b)[1])
+                time.sleep(0.01)
+        finally:
+            os.kill(p.get_pid(), signal.SIGCONT)
+        return times
+    finally:
+        t._ft_passed = True
+        t.tearDown()
+
+
 def measure(workload, seconds, rounds, rrx='', pin=False):
     cpu0 = ['taskset', '-c', '0'] if pin else []
     cpu1 = ['taskset', '-c', '1'] if pin else []
@@ -247,6 +274,7 @@ def main():
     for w in args.workloads.split(','):
         rows.append((w, measure(w, args.seconds, args.rounds, args.rrx,
                                 args.pin)))
+    starved = starved_qmp(args.rrx)
     print()
     where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
              if args.pin else 'both VMs of the pair on this host')
@@ -264,6 +292,9 @@ def main():
               f"{r['wall_p50']:.1f} / {r['wall_p99']:.1f} | "
               f"{r['throttle_ms']:.0f} | {r['qmp_max']:.1f} | "
               f"{r['mismatches']} |")
+    print(f'x-query-ft on a starved backup (primary SIGSTOPped, {len(starved)} '
+          f'calls in 3 s): p50 {pct(starved, 50):.1f} ms, '
+          f'p99 {pct(starved, 99):.1f} ms, max {max(starved):.1f} ms')
 
 
 if __name__ == '__main__':
