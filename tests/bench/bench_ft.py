@@ -15,7 +15,7 @@
 #   - backup rate: the backup's instructions per second as a ratio to the
 #     primary's over the window (>= 1.0 means it keeps up);
 #   - log bandwidth in Mbit/s;
-#   - execution lag, sampled every 50 ms from x-query-ft: p50 and p99 in
+#   - execution lag, sampled every 100 ms from x-query-ft: p50 and p99 in
 #     ms of guest time (primary icount - backup icount, the bound rrlag
 #     is in), and in wall ms (how long ago the primary was where the
 #     backup is now);
@@ -180,7 +180,7 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         lags, walls, qmp = [], [], []
         history = [(pa[0], pa[1])]
         while time.monotonic() - pa[0] < seconds:
-            time.sleep(0.05)
+            time.sleep(0.1)
             pi, pt = t.ft(p)
             history.append((time.monotonic(), pi['icount']))
             bi, bt = t.ft(b)
