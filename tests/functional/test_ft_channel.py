@@ -107,6 +107,7 @@ class FTChannelTest(FTTestCase):
             th = threading.Thread(target=client, args=(stop,), daemon=True)
             th.start()
         samples = []
+        clocks = []
         slowest = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -115,6 +116,8 @@ class FTChannelTest(FTTestCase):
             bi, bt = self.ft(b)
             slowest = max(slowest, pt, bt)
             samples.append((pi, bi))
+            clocks.append((p.cmd('query-replay')['clock-ns'],
+                           b.cmd('query-replay')['clock-ns']))
             self.assertEqual(pi['state'], 'streaming', pi)
             self.assertEqual(bi['state'], 'streaming', bi)
             self.assertEqual(bi['digest']['mismatches'], 0, bi)
@@ -131,6 +134,13 @@ class FTChannelTest(FTTestCase):
         self.assertLess(worst, pi['max-lag-ms'] + 500, samples)
         # x-query-ft answered promptly on both sides
         self.assertLess(slowest, 500)
+        # Both guests' clocks moved on, at least as fast as the wall clock
+        # (icount runs the clock faster when busy, the warp as fast when
+        # idle), less the lag bound and the reports' staleness
+        for side in (0, 1):
+            moved = (clocks[-1][side] - clocks[0][side]) / 1e9
+            self.assertGreater(moved, (len(clocks) - 1) * 0.9 - 1.5,
+                               [c[side] for c in clocks])
         # What the backup printed, the primary printed first
         time.sleep(2)
         ptext, btext = pcon.text(), bcon.text()
