@@ -1317,13 +1317,14 @@ static void *ft_arb_thread(void *opaque)
               g_strdup_printf("%s: %s", path, strerror(err)) :
               g_strdup_printf("%s: %s", path, ft_lock_strerror(r));
         if (g_strcmp0(msg, last)) {
-            error_report("ft: %s: cannot take the lock (%s); nobody goes "
-                         "live until it can, retrying",
-                         ft_role_name(ch->role), msg);
+            /* status first: whoever reads the log line finds it there */
             qemu_mutex_lock(&ch->lock);
             g_free(ch->error);
             ch->error = g_strdup_printf("cannot take the lock: %s", msg);
             qemu_mutex_unlock(&ch->lock);
+            error_report("ft: %s: cannot take the lock (%s); nobody goes "
+                         "live until it can, retrying",
+                         ft_role_name(ch->role), msg);
             g_free(last);
             last = g_steal_pointer(&msg);
         }
