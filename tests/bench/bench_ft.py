@@ -135,8 +135,6 @@ def wall_lag(history, t_b, icount_b):
         if i1 < icount_b <= i2:
             at = t1 + (icount_b - i1) / (i2 - i1) * (t2 - t1)
             return max(0.0, t_b - at) * 1000
-        if i2 <= icount_b:
-            break
     return max(0.0, t_b - history[0][0]) * 1000
 
 
