@@ -8,9 +8,10 @@
 # and the script prints, measured over the same window after FT-READY:
 #   - primary speed as a ratio to the unprotected VM, in the work the
 #     workload does: guest instructions per wall second (cpu, disk),
-#     echoed bytes per second (network), guest clock per wall second
-#     (idle, ticker: a guest that mostly sleeps executes so few
-#     instructions that their count is the guest's own noise); the
+#     echoed bytes per second (network: a client streams through the
+#     guest's TCP echo server with 64 KiB in flight), guest clock per
+#     wall second (idle, ticker: a guest that mostly sleeps executes so
+#     few instructions that their count is the guest's own noise); the
 #     instruction and guest-clock ratios are printed for every workload;
 #   - backup rate: the backup's instructions (guest clock for idle and
 #     ticker) per second as a ratio to the primary's over the window
@@ -23,9 +24,15 @@
 #   - the slowest x-query-ft round trip on either side;
 # and, once, x-query-ft on a backup starved of log: its primary is
 # SIGSTOPped for 3 s while the backup is asked every 10 ms.
-# The unprotected and protected runs alternate for --rounds rounds (in
-# turn first), and each figure is the median over the rounds: this host
-# is shared and a single run can be off by 10 % or more.
+# This host is shared, and its speed drifts by 10-30 % within minutes, so
+# by default the unprotected VM and the pair run at the same time but in
+# turn (--interleave S): every S seconds one side is SIGSTOPped and the
+# other continued, in the order ABBA ABBA..., and each side's rates are
+# summed over its own slices.  Both sides thus sample the host at the
+# same moments.  The pair's rrtimeout is raised to 60 s so that a slice
+# stopped is not taken for a lost peer.  With --interleave 0 the two run
+# one after the other, alternating which goes first.  Either way each
+# figure is the median over --rounds rounds.
 # Not a test: nothing is asserted.  Both VMs share this host's cores, so
 # the protected run pays for the backup's CPU too.  With --pin, the
 # unprotected VM and the primary run on CPU 0 and the backup on CPU 1
@@ -33,6 +40,7 @@
 #
 #   python3 tests/bench/bench_ft.py [--seconds N] [--rounds N]
 #                                   [--workloads a,b] [--pin]
+#                                   [--interleave S] [--rrx ,opt=v]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -80,20 +88,25 @@ def devices(t, workload, side):
     return []
 
 
-def echo_client(port, stop, counter):
+def echo_client(port, stop, counter, window=64 * 1024):
+    """Stream through the guest's echo server with up to @window bytes
+    in flight, counting the bytes that come back: throughput, not the
+    round trip of one message (bench_network.py measures that)."""
+    msg = os.urandom(4096)
     while not stop.is_set():
         try:
             with socket.create_connection(('127.0.0.1', port), timeout=10) as s:
+                sent = got = 0
                 while not stop.is_set():
-                    msg = os.urandom(4096)
-                    s.sendall(msg)
-                    got = 0
-                    while got < len(msg):
-                        d = s.recv(65536)
-                        if not d:
-                            raise OSError('closed')
-                        got += len(d)
-                    counter[0] += len(msg)
+                    if sent - got + len(msg) <= window:
+                        s.sendall(msg)
+                        sent += len(msg)
+                        continue
+                    d = s.recv(65536)
+                    if not d:
+                        raise OSError('closed')
+                    got += len(d)
+                    counter[0] += len(d)
         except OSError:
             time.sleep(0.5)
 
@@ -115,11 +128,11 @@ def rates(a, b, echoed=0):
             'echo': echoed / dt}
 
 
-def start_client(t, workload, stop):
+def start_client(t, workload, stop, port=None):
     counter = [0]
     if workload == 'network':
         threading.Thread(target=echo_client,
-                         args=(t.echo_port, stop, counter),
+                         args=(port or t.echo_port, stop, counter),
                          daemon=True).start()
         time.sleep(1)
     return counter
@@ -175,7 +188,7 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         pcon.wait(r'FT-READY', 300, p)
         echoed = start_client(t, workload, stop)
         pa, ba, e0 = replay_info(p), replay_info(b), echoed[0]
-        p0, b0 = t.ft(p)[0], t.ft(b)[0]
+        p0 = t.ft(p)[0]
         lags, walls, qmp = [], [], []
         history = [(pa[0], pa[1])]
         while time.monotonic() - pa[0] < seconds:
@@ -206,6 +219,106 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         t.tearDown()
 
 
+def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
+    """The unprotected VM and the pair run at the same time, but in
+    turn: each slice, one side is SIGSTOPped while the other runs, in the
+    order ABBA ABBA ..., so that both see the host's load at the same
+    moments.  Returns the same figures as run_plain() and run_pair(),
+    summed over each side's slices."""
+    knobs = WORKLOADS[workload]
+    t = Bench()
+    t.setUp()
+    stop = threading.Event()
+    vms = []
+    try:
+        t.echo_port = ftlib.free_tcp_port()
+        plain_port = t.echo_port
+        vm, con = t.make_vm('plain', t.guest_args(**knobs),
+                            args=devices(t, workload, 'plain'), wrapper=cpu0)
+        vm.launch()
+        vms.append(vm)
+        t.echo_port = pair_port = ftlib.free_tcp_port()
+        p, pcon, b, bcon = t.make_pair(
+            t.guest_args(**knobs), rrx=rrx + ',rrtimeout=60000',
+            primary_args=devices(t, workload, 'primary'),
+            backup_args=devices(t, workload, 'backup'),
+            primary_wrapper=cpu0, backup_wrapper=cpu1)
+        vms += [p, b]
+        con.wait(r'FT-READY', 300, vm)
+        pcon.wait(r'FT-READY', 300, p)
+        plain_echo = start_client(t, workload, stop, plain_port)
+        pair_echo = start_client(t, workload, stop, pair_port)
+        sides = {'plain': [vm], 'pair': [p, b]}
+        tot = {k: dict(dt=0.0, insns=0, clock=0, echo=0)
+               for k in ('plain', 'pair', 'backup')}
+        lags, walls, qmp = [], [], []
+        p0 = t.ft(p)[0]
+        acked = 0
+        n = max(1, round(seconds / slice_s))
+        order = [('pair', 'plain') if i % 4 in (0, 3) else ('plain', 'pair')
+                 for i in range(2 * n)]
+        for run_side, stop_side in order:
+            for x in sides[stop_side]:
+                os.kill(x.get_pid(), signal.SIGSTOP)
+            for x in sides[run_side]:
+                os.kill(x.get_pid(), signal.SIGCONT)
+            if run_side == 'plain':
+                a, e0 = replay_info(vm), plain_echo[0]
+                time.sleep(slice_s)
+                z = replay_info(vm)
+                add = [('plain', a, z, plain_echo[0] - e0)]
+            else:
+                pa, ba, e0 = replay_info(p), replay_info(b), pair_echo[0]
+                k0 = t.ft(p)[0]['log-acked']
+                history = [(pa[0], pa[1])]
+                while time.monotonic() - pa[0] < slice_s:
+                    time.sleep(0.1)
+                    pi, pt = t.ft(p)
+                    history.append((time.monotonic(), pi['icount']))
+                    bi, bt = t.ft(b)
+                    qmp += [pt, bt]
+                    lags.append(pi['lag-ms'])
+                    walls.append(wall_lag(history, time.monotonic(),
+                                          bi['icount']))
+                pz, bz = replay_info(p), replay_info(b)
+                acked += t.ft(p)[0]['log-acked'] - k0
+                add = [('pair', pa, pz, pair_echo[0] - e0),
+                       ('backup', ba, bz, 0)]
+            for k, a, z, e in add:
+                tot[k]['dt'] += z[0] - a[0]
+                tot[k]['insns'] += z[1] - a[1]
+                tot[k]['clock'] += z[2] - a[2]
+                tot[k]['echo'] += e
+        for x in vms:
+            os.kill(x.get_pid(), signal.SIGCONT)
+        p1, b1 = t.ft(p)[0], t.ft(b)[0]
+
+        def rate(k):
+            d = tot[k]
+            return {'insns': d['insns'] / d['dt'],
+                    'clock': d['clock'] / d['dt'] / 1e9,
+                    'echo': d['echo'] / d['dt']}
+        plain, res = rate('plain'), rate('pair')
+        res['backup'] = rate('backup')
+        res['mbps'] = acked * 8 / tot['pair']['dt'] / 1e6
+        res['lag_p50'], res['lag_p99'] = pct(lags, 50), pct(lags, 99)
+        res['wall_p50'], res['wall_p99'] = pct(walls, 50), pct(walls, 99)
+        res['qmp_max'] = max(qmp)
+        res['throttle_ms'] = p1['throttle-ms'] - p0['throttle-ms']
+        res['mismatches'] = b1['digest']['mismatches']
+        res['state'] = f"{p1['state']}/{b1['state']}"
+        return plain, res
+    finally:
+        stop.set()
+        for x in vms:
+            try:
+                os.kill(x.get_pid(), signal.SIGCONT)
+            except (OSError, TypeError):
+                pass
+        t._ft_passed = True
+        t.tearDown()
+
+
 def starved_qmp(rrx):
     """x-query-ft round trips (ms) on a backup whose primary is
     stopped, so that no log arrives."""
@@ -230,12 +343,15 @@ def starved_qmp(rrx):
         t.tearDown()
 
 
-def measure(workload, seconds, rounds, rrx='', pin=False):
+def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0):
     cpu0 = ['taskset', '-c', '0'] if pin else []
     cpu1 = ['taskset', '-c', '1'] if pin else []
     rows = []
     for r in range(rounds):
-        if r % 2 == 0:
+        if slice_s:
+            plain, prot = run_interleaved(workload, seconds, rrx, cpu0, cpu1,
+                                          slice_s)
+        elif r % 2 == 0:
             plain = run_plain(workload, seconds, cpu0)
             prot = run_pair(workload, seconds, rrx, cpu0, cpu1)
         else:
@@ -271,17 +387,23 @@ def main():
     ap.add_argument('--pin', action='store_true',
                     help='unprotected VM and primary on CPU 0, backup on '
                     'CPU 1')
+    ap.add_argument('--interleave', type=float, default=2.0, metavar='S',
+                    help='run the unprotected VM and the pair at the same '
+                    'time, in turn for S-second slices (default 2); 0: '
+                    'one after the other')
     args = ap.parse_args()
     rows = []
     for w in args.workloads.split(','):
         rows.append((w, measure(w, args.seconds, args.rounds, args.rrx,
-                                args.pin)))
+                                args.pin, args.interleave)))
     starved = starved_qmp(args.rrx)
     print()
     where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
              if args.pin else 'both VMs of the pair on this host')
-    print(f'window {args.seconds} s after FT-READY, median of {args.rounds} '
-          f'rounds; icount shift=5{args.rrx}; {where}')
+    how = (f'in turn in {args.interleave:g} s slices' if args.interleave
+           else 'one after the other')
+    print(f'window {args.seconds} s after FT-READY per side ({how}), median '
+          f'of {args.rounds} rounds; icount shift=5{args.rrx}; {where}')
     print('| workload | primary / unprotected | (instructions) | '
           '(guest clock) | backup / primary | log Mbit/s | '
           'lag p50 / p99 guest ms | lag p50 / p99 wall ms | '
