@@ -37,7 +37,7 @@
 # the protected run pays for the backup's CPU too.  With --pin, the
 # unprotected VM and the primary run on CPU 0 and the backup on CPU 1
 # (taskset), as if the backup had a host of its own; the network
-# workload's client then runs on CPU 1 too, away from the VM measured.
+# workload's client then runs on CPU 0 too, beside the VM measured.
 #
 #   python3 tests/bench/bench_ft.py [--seconds N] [--rounds N]
 #                                   [--workloads a,b] [--pin]
@@ -249,8 +249,10 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
         vms += [p, b]
         con.wait(r'FT-READY', 300, vm)
         pcon.wait(r'FT-READY', 300, p)
-        # pinned, the client runs beside the backup, not the VM measured
-        cpus = {1} if cpu1 else None
+        # Pinned, the client shares CPU 0 with whichever VM is measured:
+        # the same cost to both.  Beside the backup, it would have had
+        # CPU 1 to itself in the unprotected VM's slices only.
+        cpus = {0} if cpu0 else None
         plain_echo = start_client(t, workload, stop, plain_port, cpus)
         pair_echo = start_client(t, workload, stop, pair_port, cpus)
         sides = {'plain': [vm], 'pair': [p, b]}
