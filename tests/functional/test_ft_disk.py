@@ -118,8 +118,12 @@ class SharedDiskTest(FailoverCase):
                                     fs_kb=kib, poweroff=1),
                     primary_args=shared_drive(img, False, fmt=fmt),
                     backup_args=shared_drive(img, True, fmt=fmt))
-                pcon.wait(r'FS write ok loop=2\b', 180, p)
-                time.sleep(rnd.uniform(0, 3))
+                # A random moment, in loops rather than seconds: how many
+                # loops a second is the pair's speed, and at least three
+                # must be left for the new primary.
+                loop = rnd.randint(2, FS_LOOPS - 4)
+                pcon.wait(rf'FS write ok loop={loop}\b', 180, p)
+                time.sleep(rnd.uniform(0, 0.5))
                 os.kill(p.get_pid(), signal.SIGKILL)
                 self.wait_event(b, 'FT_WENT_LIVE', 60)
                 killed_at = self.fs_checked(pcon.text())
