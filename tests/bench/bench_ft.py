@@ -154,6 +154,29 @@ def wall_lag(history, t_b, icount_b):
     return max(0.0, t_b - history[0][0]) * 1000
 
 
+def sample(t, p, b, history, now, lags, walls, qmp):
+    """One lag sample: x-query-ft on both sides; @now is the time on
+    @history's clock."""
+    pi, pt = t.ft(p)
+    history.append((now(), pi['icount']))
+    bi, bt = t.ft(b)
+    qmp += [pt, bt]
+    lags.append(pi['lag-ms'])
+    walls.append(wall_lag(history, now(), bi['icount']))
+    del history[:-200]
+
+
+def summary(res, lags, walls, qmp, p0, p1, b1):
+    """The pair's figures besides its rates, into @res."""
+    res['lag_p50'], res['lag_p99'] = pct(lags, 50), pct(lags, 99)
+    res['wall_p50'], res['wall_p99'] = pct(walls, 50), pct(walls, 99)
+    res['qmp_max'] = max(qmp)
+    res['throttle_ms'] = p1['throttle-ms'] - p0['throttle-ms']
+    res['mismatches'] = b1['digest']['mismatches']
+    res['state'] = f"{p1['state']}/{b1['state']}"
+    return res
+
+
 def run_plain(workload, seconds, cpu0):
     knobs = WORKLOADS[workload]
     t = Bench()
@@ -196,26 +219,14 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         history = [(pa[0], pa[1])]
         while time.monotonic() - pa[0] < seconds:
             time.sleep(0.1)
-            pi, pt = t.ft(p)
-            history.append((time.monotonic(), pi['icount']))
-            bi, bt = t.ft(b)
-            qmp += [pt, bt]
-            lags.append(pi['lag-ms'])
-            walls.append(wall_lag(history, time.monotonic(), bi['icount']))
-            del history[:-200]
+            sample(t, p, b, history, time.monotonic, lags, walls, qmp)
         pb, bb = replay_info(p), replay_info(b)
         p1, b1 = t.ft(p)[0], t.ft(b)[0]
         res = rates(pa, pb, echoed[0] - e0)
         res['backup'] = rates(ba, bb)
         res['mbps'] = (p1['log-acked'] - p0['log-acked']) * 8 / \
             (pb[0] - pa[0]) / 1e6
-        res['lag_p50'], res['lag_p99'] = pct(lags, 50), pct(lags, 99)
-        res['wall_p50'], res['wall_p99'] = pct(walls, 50), pct(walls, 99)
-        res['qmp_max'] = max(qmp)
-        res['throttle_ms'] = p1['throttle-ms'] - p0['throttle-ms']
-        res['mismatches'] = b1['digest']['mismatches']
-        res['state'] = f"{p1['state']}/{b1['state']}"
-        return res
+        return summary(res, lags, walls, qmp, p0, p1, b1)
     finally:
         stop.set()
         t._ft_passed = True
@@ -285,14 +296,8 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
                 history.append((pa[0] - off, pa[1]))
                 while time.monotonic() - pa[0] < slice_s:
                     time.sleep(0.1)
-                    pi, pt = t.ft(p)
-                    history.append((time.monotonic() - off, pi['icount']))
-                    bi, bt = t.ft(b)
-                    qmp += [pt, bt]
-                    lags.append(pi['lag-ms'])
-                    walls.append(wall_lag(history, time.monotonic() - off,
-                                          bi['icount']))
-                    del history[:-200]
+                    sample(t, p, b, history, lambda: time.monotonic() - off,
+                           lags, walls, qmp)
                 pz, bz = replay_info(p), replay_info(b)
                 first = first or (pa, ba)
                 last = (pz, bz)
@@ -325,13 +330,7 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
             max(last[0][2] - first[0][2], 1),
             'echo': 0.0}
         res['mbps'] = acked * 8 / tot['pair']['dt'] / 1e6
-        res['lag_p50'], res['lag_p99'] = pct(lags, 50), pct(lags, 99)
-        res['wall_p50'], res['wall_p99'] = pct(walls, 50), pct(walls, 99)
-        res['qmp_max'] = max(qmp)
-        res['throttle_ms'] = p1['throttle-ms'] - p0['throttle-ms']
-        res['mismatches'] = b1['digest']['mismatches']
-        res['state'] = f"{p1['state']}/{b1['state']}"
-        return plain, res
+        return plain, summary(res, lags, walls, qmp, p0, p1, b1)
     finally:
         stop.set()
         for x in vms:
