@@ -65,16 +65,23 @@ flock 9
 
 # ---------------------------------------------------------------- inputs
 
+# Look-ups read a command's whole output into a variable first: a consumer
+# that exits early (awk ... exit, grep -q, head) would kill the producer
+# with SIGPIPE, which pipefail turns into a failure of the whole script.
+
 # candidate_version PKG: the version apt-get download would fetch.
 candidate_version() {
-    apt-cache policy "$1" 2>/dev/null | awk '/^  Candidate:/ { print $2; exit }'
+    local policy
+    policy=$(apt-cache policy "$1" 2>/dev/null) || true
+    awk '/^  Candidate:/ && !v { v = $2 } END { if (v) print v }' <<<"$policy"
 }
 
 if [ -n "${FT_GUEST_KERNEL_PKG:-}" ]; then
     KPKG=$FT_GUEST_KERNEL_PKG
 else
-    KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null |
-           awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')
+    KDEPS=$(apt-cache depends linux-image-amd64 2>/dev/null) || true
+    KPKG=$(awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !k { k = $2 }
+                END { if (k) print k }' <<<"$KDEPS")
     [ -n "$KPKG" ] || die "cannot resolve linux-image-amd64 to a kernel package" \
         "(apt-cache depends linux-image-amd64 found none; are the apt lists there? try apt-get update)"
 fi
@@ -202,8 +209,9 @@ extract_vmlinux() {
     fi
     [ "$(head -c 4 "$out" | od -A n -t x1 | tr -d ' ')" = 7f454c46 ] ||
         die "no ELF kernel found inside $img"
-    if command -v readelf >/dev/null &&
-       ! readelf -n "$out" | grep -q 'Xen.*(0x00000012)'; then
+    local notes
+    if command -v readelf >/dev/null && notes=$(readelf -n "$out") &&
+       ! grep -q 'Xen.*(0x00000012)' <<<"$notes"; then
         die "the extracted kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)"
     fi
 }
@@ -319,7 +327,8 @@ printf 'root:x:0:\n' >"$root/etc/group"
 find "$root" -exec touch -h -d @0 {} +
 (
     cd "$root"
-    if cpio --help 2>/dev/null | grep -q -- --reproducible; then
+    cpio_help=$(cpio --help 2>/dev/null) || true
+    if grep -q -- --reproducible <<<"$cpio_help"; then
         find . -mindepth 1 | LC_ALL=C sort |
             cpio -o -H newc -R 0:0 --reproducible --quiet
     else

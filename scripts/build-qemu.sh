@@ -5,6 +5,7 @@
 # $CACHE_DIR/ccache with base_dir set to the checkout, so a fresh clone on
 # the same machine reuses it.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 Q="$TOP/qemu"
@@ -22,7 +23,7 @@ mkdir -p "$CCACHE_DIR"
 
 CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
-    --python=$HOST_PYTHON
+    "--python=$HOST_PYTHON"
     --cc="ccache gcc"
     --without-default-features
     --enable-tcg --enable-slirp --enable-pixman --enable-attr
@@ -46,7 +47,7 @@ fi
 info "building QEMU (ninja in $B)"
 start=$(date +%s)
 ninja -C "$B" -j"$(nproc)" qemu-system-x86_64 qemu-img >"$B/ninja.log" 2>&1 || {
-    grep -E "error|Error" "$B/ninja.log" | head -30 >&2
+    grep -m 30 -E "error|Error" "$B/ninja.log" >&2
     tail -20 "$B/ninja.log" >&2
     die "QEMU build failed (full log: $B/ninja.log)"
 }

@@ -7,6 +7,7 @@
 #   scripts/export-patches.sh --check   only check that patches/ is what
 #                                       an export would write
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 Q="$TOP/qemu"
@@ -22,7 +23,7 @@ if [ "${1:-}" = "--check" ]; then
     mkdir -p "$TOP/patches"
     diff -r "$TOP/patches" "$tmp" >&2 ||
         die "patches/ differs from an export of qemu/; run scripts/export-patches.sh"
-    info "patches/ matches qemu/ ($(ls "$tmp" | wc -l) patches)"
+    info "patches/ matches qemu/ ($(find "$tmp" -name "*.patch" | wc -l) patches)"
     exit 0
 fi
 mkdir -p "$TOP/patches"

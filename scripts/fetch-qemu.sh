@@ -7,6 +7,7 @@
 # work that is not exported to patches/ is never thrown away; pass --force to
 # rebuild it from patches/ anyway.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 force=0
@@ -43,8 +44,11 @@ if [ $rc = 2 ]; then
 elif [ $rc != 0 ]; then
     command -v apt-get >/dev/null || die "apt-get not found"
     info "downloading Debian source package qemu=$QEMU_DEB_VERSION"
-    (cd "$SRCDIR" && apt-get source -d -q "qemu=$QEMU_DEB_VERSION" 2>&1 | grep -v "^W: Download is performed unsandboxed") ||
+    (cd "$SRCDIR" && apt-get source -d -q "qemu=$QEMU_DEB_VERSION" >apt-source.log 2>&1) || {
+        cat "$SRCDIR/apt-source.log" >&2
         die "apt-get source failed: run scripts/install-deps.sh first (it adds the deb-src entry)"
+    }
+    grep -v "^W: Download is performed unsandboxed" "$SRCDIR/apt-source.log" >&2 || true
     rc=0; verify || rc=$?
     [ $rc = 0 ] || die "downloaded QEMU source does not match the pinned sha256 (see above); refusing to build it"
 fi

@@ -6,6 +6,7 @@
 # the option ROMs of qemu-system-data 10.0.x).  The mirror URIs are copied
 # from the machine's own Debian sources, so no host name is written here.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 command -v apt-get >/dev/null || die "apt-get not found: this project needs a Debian 12 (bookworm) host"
@@ -54,13 +55,22 @@ if [ ! -f "$CACHE_DIR/.apt-updated" ] || [ -n "$(find "$OUR" -newer "$CACHE_DIR/
     touch "$CACHE_DIR/.apt-updated"
 fi
 
+# installed PKG: is PKG installed?  (dpkg-query's own format, no pipe: a
+# grep -q that exits early can kill its producer with SIGPIPE.)
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
 PKGS=(
     # build
     build-essential ninja-build pkg-config ccache git
     libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev
     python3 python3-venv flex bison xz-utils dpkg-dev
     # tests and tools
-    python3-pytest clang libclang-rt-14-dev
+    python3-pytest clang libclang-rt-14-dev shellcheck
+    # gawk: the set-up tests run the scripts with both mawk and gawk as awk
+    # (gawk, once installed, is also /usr/bin/awk)
+    gawk
     busybox-static cpio iproute2 tcpdump procps strace
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
@@ -69,7 +79,7 @@ BPO_PKGS=(meson python3-pycotap qemu-system-data seabios)
 
 missing=()
 for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     need_root "installing packages (${missing[*]})"
@@ -80,7 +90,7 @@ fi
 
 missing=()
 for p in "${BPO_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 case "$(dpkg-query -W -f='${Version}' meson 2>/dev/null)" in
     0.*|1.[0-4].*) missing+=(meson);;

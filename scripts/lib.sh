@@ -1,5 +1,7 @@
 # Shared helpers for the project's scripts.  Source it, do not run it.
 # shellcheck shell=bash
+# The settings below are used by the scripts that source this file.
+# shellcheck disable=SC2034
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export TOP
@@ -30,3 +32,20 @@ need_root() {
 
 # The Python that meson and QEMU's build must use (Debian's, not a pyenv one).
 HOST_PYTHON=/usr/bin/python3
+
+# A script run with set -e never ends without saying why: on the first
+# failing command, name the script, the line, the command and its status
+# (and every status of a pipeline, so that a producer killed by SIGPIPE
+# is told apart from a consumer that failed).
+ft_on_err() {   # status script line command pipestatus
+    local hint=""
+    case " $5 " in
+        *" 141 "*) hint="; 141 is SIGPIPE: a reader left the pipe before its writer finished" ;;
+    esac
+    echo "error: ${2#"$TOP"/}:$3: '$4' exited with status $1" \
+         "(pipeline: $5$hint)" >&2
+}
+if [[ $- == *e* ]]; then
+    set -o errtrace
+    trap 'ft_on_err "$?" "${BASH_SOURCE[0]}" "$LINENO" "$BASH_COMMAND" "${PIPESTATUS[*]}"' ERR
+fi

@@ -7,6 +7,7 @@
 #
 #   scripts/run-demo.sh [--kill-after S] [--watch S] [--work ticker,cpu]
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,8p' "$0"; exit 0;; esac

@@ -5,12 +5,14 @@
 #
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
-# 2. checkpatch on patches/;
+# 2. checkpatch on patches/, shellcheck on the scripts;
 # 3. C unit tests of ft/ (top-level meson build);
 # 4. a bounded libFuzzer run of the frame decoder;
-# 5. the functional tests (pytest, real QEMU processes and guest).
+# 5. the set-up scripts under slow producers (tests/setup), and the
+#    functional tests (pytest, real QEMU processes and guest).
 # Ends with one line counting the tests passed and failed.
 set -uo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FT_FUZZ_SECONDS:-30}
@@ -45,6 +47,10 @@ for p in "$TOP"/patches/*.patch; do
     [ $rc = 0 ] || cat "$OUT/checkpatch.log"
     count "checkpatch $(basename "$p")" $rc
 done
+
+info "shellcheck on the scripts"
+(cd "$TOP" && shellcheck scripts/*.sh guest/init .ci/run)
+count "shellcheck" $?
 
 info "patch series round trip (export of qemu/ == patches/)"
 bash "$TOP/scripts/export-patches.sh" --check
@@ -87,7 +93,7 @@ fi
 info "functional tests (pytest)"
 /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider \
     -o log_cli=true -o log_cli_level=WARNING \
-    --junitxml="$OUT/functional.xml" "$TOP/tests/functional" "$@"
+    --junitxml="$OUT/functional.xml" "$TOP/tests/setup" "$TOP/tests/functional" "$@"
 if [ -f "$OUT/functional.xml" ]; then
     read -r fp ff < <(python3 -c '
 import sys, xml.etree.ElementTree as ET

@@ -11,33 +11,28 @@ it replays).  splice_consoles() joins the two and checks that the only
 anomaly is a repeat at the switch point.
 """
 
+import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-from ftlib import FTTestCase, crc32c
+from ftlib import FTTestCase, crc32c, pattern
 
 CPU_BUF_BYTES = 262144
 
 
 def expected_cpu_result(iters):
     """The guest's cpu workload, recomputed on the host (see guest/init)."""
-    with tempfile.NamedTemporaryFile(prefix='ftcpu.') as buf:
-        subprocess.run('yes ftcpu | od -v -A d -t x8 | head -c %d >%s'
-                       % (CPU_BUF_BYTES, buf.name), shell=True, check=True)
-        h = ''
-        for _ in range(iters):
-            h = subprocess.run(f'{{ echo "{h}"; cat {buf.name}; }} | '
-                               'sha256sum | cut -d" " -f1', shell=True,
-                               check=True, capture_output=True,
-                               text=True).stdout.strip()
-        return h
+    buf = pattern('ftcpu', CPU_BUF_BYTES)
+    h = ''
+    for _ in range(iters):
+        h = hashlib.sha256(h.encode() + b'\n' + buf).hexdigest()
+    return h
 
 
 def lock_record(vm, epoch, role='primary', host='elsewhere', pid=4242,

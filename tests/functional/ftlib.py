@@ -109,6 +109,28 @@ def hello(role, gen=1, offset=0, replay_version=REPLAY_VERSION,
                        1 << 20, offset, vm_id, 100)
 
 
+def pattern(text, nbytes):
+    """The guest's deterministic data (guest/init: pattern), made on the host.
+
+    The same bytes as ``yes TEXT | od -v -A d -t x8 | head -c NBYTES``:
+    lines of a 7-digit decimal offset and the two little-endian 64-bit
+    words of each 16 bytes of TEXT\\n repeated.  Made here rather than by
+    that pipeline, whose producers die of SIGPIPE when head exits.
+    """
+    unit = (text + '\n').encode()
+    src = unit * ((nbytes // 41 + 2) * 16 // len(unit) + 1)
+    out = []
+    size = 0
+    off = 0
+    while size < nbytes:
+        words = struct.unpack_from('<2Q', src, off)
+        line = '%07d %016x %016x\n' % (off, words[0], words[1])
+        out.append(line)
+        size += len(line)
+        off += 16
+    return ''.join(out).encode()[:nbytes]
+
+
 def sha256_file(path, chunk=1 << 20):
     h = hashlib.sha256()
     with open(path, 'rb') as f:

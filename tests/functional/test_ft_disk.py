@@ -19,7 +19,7 @@ import time
 import unittest
 
 from ftfail import FailoverCase, splice_consoles, ticks
-from ftlib import QEMU_IMG
+from ftlib import QEMU_IMG, pattern
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
 DISK_MB = 4
@@ -44,11 +44,8 @@ def mkfs_ext4(path, size_mb, fmt='raw'):
 
 def fs_pattern_sha(loop, j, kib):
     """sha256 of the guest's fs file for @loop (guest/init: pattern)."""
-    out = subprocess.run(
-        f'yes "ftfs loop={loop} file={j}" | od -v -A d -t x8 | '
-        f'head -c {kib * 1024} | sha256sum', shell=True, check=True,
-        capture_output=True, text=True).stdout
-    return out.split()[0]
+    return hashlib.sha256(pattern(f'ftfs loop={loop} file={j}',
+                                  kib * 1024)).hexdigest()
 
 
 def image_file_sha(image, name):
