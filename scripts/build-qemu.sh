@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
 # Configure (once) and build qemu-system-x86_64 from qemu/ into build/qemu/.
 #
-# x86_64-softmmu only, minimal features.  ccache lives in
-# $CACHE_DIR/ccache with base_dir set to the checkout, so a fresh clone on
-# the same machine reuses it.
+#   scripts/build-qemu.sh [--sanitize] [ninja targets...]
+#
+# x86_64-softmmu only, minimal features, with GnuTLS (the logging channel's
+# TLS) and Debian's firmware directories as the default firmware path (so
+# that QEMU's own qtests find SeaBIOS and the NIC option ROMs).  ccache
+# lives in $CACHE_DIR/ccache with base_dir set to the checkout, so a fresh
+# clone on the same machine reuses it.
+#
+# --sanitize builds the same QEMU with AddressSanitizer and
+# UndefinedBehaviorSanitizer into build/qemu-asan/ instead (FT_SANITIZE=1
+# does the same).  Extra arguments are ninja targets, built besides
+# qemu-system-x86_64 and qemu-img.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
+SANITIZE=${FT_SANITIZE:-0}
+if [ "${1:-}" = --sanitize ]; then
+    SANITIZE=1
+    shift
+fi
 Q="$TOP/qemu"
 B="$BUILD_DIR/qemu"
+[ "$SANITIZE" = 0 ] || B="$BUILD_DIR/qemu-asan"
 [ -f "$Q/configure" ] || die "qemu/ is not set up; run scripts/fetch-qemu.sh"
 [ -x /usr/bin/meson ] || die "meson not installed; run scripts/install-deps.sh"
 command -v ccache >/dev/null || die "ccache not installed; run scripts/install-deps.sh"
@@ -26,11 +41,17 @@ CONFIGURE_ARGS=(
     "--python=$HOST_PYTHON"
     --cc="ccache gcc"
     --without-default-features
-    --enable-tcg --enable-slirp --enable-pixman --enable-attr
+    --enable-tcg --enable-slirp --enable-pixman --enable-attr --enable-gnutls
+    --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
     --disable-docs --disable-werror --disable-user --disable-guest-agent
     --disable-rust --disable-install-blobs --disable-fdt
     --enable-tools
 )
+if [ "$SANITIZE" != 0 ]; then
+    # The sanitizers' own checks; QEMU's coroutines need ASan's fiber
+    # support, which gcc 12 has.
+    CONFIGURE_ARGS+=(--enable-asan --enable-ubsan --enable-debug-info)
+fi
 sig=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" | sha256sum | cut -c1-16)
 
 if [ ! -f "$B/build.ninja" ] || [ "$(cat "$B/.ft-config" 2>/dev/null)" != "$sig" ]; then
@@ -46,9 +67,15 @@ fi
 
 info "building QEMU (ninja in $B)"
 start=$(date +%s)
-ninja -C "$B" -j"$(nproc)" qemu-system-x86_64 qemu-img >"$B/ninja.log" 2>&1 || {
+ninja -C "$B" -j"$(nproc)" qemu-system-x86_64 qemu-img "$@" >"$B/ninja.log" 2>&1 || {
     grep -m 30 -E "error|Error" "$B/ninja.log" >&2
     tail -20 "$B/ninja.log" >&2
     die "QEMU build failed (full log: $B/ninja.log)"
 }
+# A QEMU run from its build tree looks for firmware under qemu-bundle/
+# (util/cutils.c: get_relocated_path); point the firmware path there.
+for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
+    mkdir -p "$B/qemu-bundle$(dirname "$d")"
+    ln -sfn "$d" "$B/qemu-bundle$d"
+done
 info "QEMU built in $(( $(date +%s) - start ))s: $B/qemu-system-x86_64"

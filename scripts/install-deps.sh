@@ -64,7 +64,7 @@ installed() {
 PKGS=(
     # build
     build-essential ninja-build pkg-config ccache git
-    libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev
+    libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev libgnutls28-dev
     python3 python3-venv flex bison xz-utils dpkg-dev
     # tests and tools
     python3-pytest clang libclang-rt-14-dev shellcheck
@@ -72,6 +72,11 @@ PKGS=(
     # (gawk, once installed, is also /usr/bin/awk)
     gawk
     busybox-static cpio iproute2 tcpdump procps strace
+    # the NIC option ROMs QEMU's own qtests load (build-qemu.sh adds
+    # /usr/lib/ipxe/qemu to the firmware path)
+    ipxe-qemu
+    # test-io-channel-command runs socat
+    socat
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).

@@ -6,7 +6,8 @@
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
 # 2. checkpatch on patches/, shellcheck on the scripts;
-# 3. C unit tests of ft/ (top-level meson build);
+# 3. C unit tests of ft/ (top-level meson build), and QEMU's own unit
+#    tests and qtests for the subsystems the series touches;
 # 4. a bounded libFuzzer run of the frame decoder;
 # 5. the set-up scripts under slow producers (tests/setup), and the
 #    functional tests (pytest, real QEMU processes and guest).
@@ -39,6 +40,24 @@ count() {   # name rc
     fi
 }
 
+# count_meson PREFIX LOG TESTLOG_JSON: one count per test meson ran (a
+# skipped test counts as failed: nothing here may skip silently).
+count_meson() {
+    grep -E "^ *[0-9]+/[0-9]+ " "$2"
+    if [ ! -s "$3" ]; then
+        tail -30 "$2"
+        count "$1 (no test ran)" 1
+        return
+    fi
+    while read -r name result; do
+        count "$1 $name" "$([ "$result" = OK ] && echo 0 || echo 1)"
+    done < <(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    print(t["name"].replace(" ", ""), t["result"])' "$3")
+}
+
 info "checkpatch on patches/"
 shopt -s nullglob
 for p in "$TOP"/patches/*.patch; do
@@ -63,14 +82,11 @@ if [ ! -f "$U/build.ninja" ]; then
         cat "$OUT/unit-setup.log"; die "meson setup of the unit tests failed"; }
 fi
 /usr/bin/meson test -C "$U" --print-errorlogs >"$OUT/unit.log" 2>&1
-grep -E "^ *[0-9]+/[0-9]+ " "$OUT/unit.log"
-while read -r name result; do
-    count "unit $name" "$([ "$result" = OK ] && echo 0 || echo 1)"
-done < <(python3 -c '
-import json, sys
-for line in open(sys.argv[1]):
-    t = json.loads(line)
-    print(t["name"], t["result"])' "$U/meson-logs/testlog.json")
+count_meson unit "$OUT/unit.log" "$U/meson-logs/testlog.json"
+
+info "QEMU's own unit tests and qtests (chardev, QMP, io, TLS, block, net filters)"
+bash "$TOP/scripts/qemu-tests.sh" >"$OUT/qemu-tests.log" 2>&1
+count_meson qemu "$OUT/qemu-tests.log" "$BUILD_DIR/qemu/meson-logs/testlog.json"
 
 info "fuzzing the frame decoder for ${FUZZ_SECONDS}s"
 F="$BUILD_DIR/fuzz"
