@@ -77,6 +77,8 @@ PKGS=(
     ipxe-qemu
     # test-io-channel-command runs socat
     socat
+    # the TLS tests make their certificates with openssl
+    openssl
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).
