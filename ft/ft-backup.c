@@ -99,7 +99,7 @@ void *ft_backup_rx_thread(void *opaque)
                 ch->peer_config = g_strndup((char *)payload, h.len);
                 qemu_cond_broadcast(&ch->cond);
             } else if (h.type == FT_FRAME_END) {
-                ch->state = FT_STATE_ENDED;
+                ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
                 info_report("ft: backup: the primary ended the stream at "
                             "offset %" PRIu64, ch->received);
             }

@@ -20,14 +20,14 @@ void ft_diverged_locked(FtChannel *ch, uint64_t icount,
                         const char *what)
 {
     ch->digest_mismatches++;
-    if (ch->state == FT_STATE_DIVERGED) {
+    if (ch->state == FT_STATE_DIVERGED ||
+        !ft_set_state(ch, ch->state, FT_STATE_DIVERGED)) {
         return;
     }
     error_report("ft: backup: DIVERGED from the primary at icount %" PRIu64
                  ": %s", icount, what);
     ch->mismatch_icount = icount;
     ch->mismatch = g_strdup(what);
-    ch->state = FT_STATE_DIVERGED;
     g_free(ch->error);
     ch->error = g_strdup_printf("diverged: %s", what);
     ft_queue_event(ch, FT_EV_DIVERGED, what, icount);

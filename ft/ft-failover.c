@@ -22,6 +22,60 @@
 #include "ft-lock.h"
 #include "ft-internal.h"
 
+/*
+ * The state machine (docs/ft-channel.md).  Each state lists the states it
+ * may go to:
+ *
+ * - waiting: a peer attaches (streaming), a primary's log outgrows
+ *   rrlagbytes before one came (peer-lost), QEMU exits (ended);
+ * - streaming: the peer is lost, with rrlock (arbitrating) or without
+ *   (peer-lost); x-ft-go-live on a backup or x-ft-detach on a primary
+ *   (arbitrating); x-ft-detach on a backup (detached); an END frame or
+ *   QEMU exiting (ended);
+ * - arbitrating: the lock is won (live: a primary at once, a backup once
+ *   it played all it received) or lost (halted);
+ * - a backup replays what it received after it stopped streaming, so it
+ *   may find a divergence in any state but live.  A backup that diverged
+ *   while arbitrating still takes the outcome of the lock (halted, or
+ *   live: it is the only copy of the guest left).
+ *
+ * live is final.
+ */
+#define FT_TO(s)    (1u << FT_STATE_##s)
+
+static const unsigned ft_transitions[FT_STATE__MAX] = {
+    [FT_STATE_WAITING]      = FT_TO(STREAMING) | FT_TO(PEER_LOST) |
+                              FT_TO(ENDED) | FT_TO(DIVERGED),
+    [FT_STATE_STREAMING]    = FT_TO(ARBITRATING) | FT_TO(PEER_LOST) |
+                              FT_TO(ENDED) | FT_TO(DETACHED) |
+                              FT_TO(DIVERGED),
+    [FT_STATE_ARBITRATING]  = FT_TO(LIVE) | FT_TO(HALTED) | FT_TO(DIVERGED),
+    [FT_STATE_DIVERGED]     = FT_TO(LIVE) | FT_TO(HALTED),
+    [FT_STATE_PEER_LOST]    = FT_TO(DIVERGED),
+    [FT_STATE_ENDED]        = FT_TO(DIVERGED),
+    [FT_STATE_DETACHED]     = FT_TO(DIVERGED),
+    [FT_STATE_HALTED]       = FT_TO(DIVERGED),
+    [FT_STATE_LIVE]         = 0,
+};
+
+/*
+ * Move the channel from @old to @new, with ch->lock held.  Refuses, says
+ * so and returns false if the channel is not in @old or the table has no
+ * such transition.  Readers without ch->lock use qatomic_read().
+ */
+bool ft_set_state(FtChannel *ch, FtState old, FtState new)
+{
+    if (ch->state != old || !(ft_transitions[old] & (1u << new))) {
+        error_report("ft: %s: refusing the state change from %s to %s "
+                     "(the channel is %s)", ft_role_name(ch->role),
+                     FtState_str(old), FtState_str(new),
+                     FtState_str(ch->state));
+        return false;
+    }
+    qatomic_set(&ch->state, new);
+    return true;
+}
+
 /* Events: queued by any thread, sent from the main loop. */
 
 void ft_queue_event(FtChannel *ch, FtEventKind kind,
@@ -143,14 +197,14 @@ void ft_lost_locked(FtChannel *ch, const char *reason)
     ch->lost_ns = ft_now_ns();
     if (ch->lock_dir && ch->state == FT_STATE_STREAMING) {
         /* Nobody goes live or runs on alone without the lock. */
-        ch->state = FT_STATE_ARBITRATING;
+        ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ARBITRATING);
         ft_start_arbitration_locked(ch);
     } else {
         if (ch->role == FT_ROLE_PRIMARY) {
             error_report("ft: primary: running on unprotected");
             qemu_bh_schedule(ch->release_bh);
         }
-        ch->state = FT_STATE_PEER_LOST;
+        ft_set_state(ch, ch->state, FT_STATE_PEER_LOST);
     }
     g_free(ch->error);
     ch->error = g_strdup(reason);
@@ -215,14 +269,14 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
             g_strdup_printf("lost the lock of generation %u to %s",
                             ch->gen, holder);
 
-        ch->state = FT_STATE_HALTED;
+        ft_set_state(ch, ch->state, FT_STATE_HALTED);
         ft_queue_event(ch, FT_EV_HALT, why, 0);
         ft_shutdown_fd(ch->fd);
     } else if (ch->role == FT_ROLE_PRIMARY) {
         info_report("ft: primary: won the lock of generation %u; running on "
                     "alone, unprotected", ch->gen);
         detach = ch->detaching;
-        ch->state = FT_STATE_LIVE;
+        ft_set_state(ch, FT_STATE_ARBITRATING, FT_STATE_LIVE);
         ft_queue_event(ch, FT_EV_ALONE, NULL, ft_icount(ch));
         qemu_bh_schedule(ch->release_bh);
     } else {
@@ -376,7 +430,7 @@ static void ft_go_live(FtChannel *ch)
     ch->live_icount = qatomic_read(&ch->stream.icount);
     qatomic_set(&ls->stream.icount, ch->live_icount);
     ch->golive_pending = false;
-    ch->state = FT_STATE_LIVE;
+    ft_set_state(ch, ch->state, FT_STATE_LIVE);
     ms = (ft_now_ns() - ch->lost_ns) / (double)SCALE_MS;
     ch->failover_ms = ms;
     kept = ch->held;

@@ -356,6 +356,7 @@ void ft_trim_kept_locked(FtChannel *ch);
 void ft_emit(FtHeld *h);
 
 /* ft-failover.c */
+bool ft_set_state(FtChannel *ch, FtState old, FtState new);
 void ft_bh(void *opaque);
 void ft_queue_event(FtChannel *ch, FtEventKind kind, const char *text,
                     uint64_t pos);

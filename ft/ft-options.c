@@ -200,7 +200,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     ch->stream.flush_ns = 0;
     ch->role = writer ? FT_ROLE_PRIMARY : FT_ROLE_BACKUP;
     ch->fd = -1;
-    ch->state = FT_STATE_WAITING;
+    qatomic_set(&ch->state, FT_STATE_WAITING);  /* the initial state */
     qemu_mutex_init(&ch->lock);
     qemu_mutex_init(&ch->join_lock);
     qemu_cond_init(&ch->cond);

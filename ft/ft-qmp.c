@@ -136,7 +136,7 @@ void qmp_x_ft_go_live(Error **errp)
     ch->arb_manual = true;
     ch->lost_ns = ft_now_ns();
     /* Stop taking log: the receiver ends when the state changes. */
-    ch->state = FT_STATE_ARBITRATING;
+    ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ARBITRATING);
     ft_start_arbitration_locked(ch);
     qemu_cond_broadcast(&ch->cond);
     qemu_mutex_unlock(&ch->lock);
@@ -163,11 +163,11 @@ void qmp_x_ft_detach(Error **errp)
         /* Win the lock first, so the backup cannot go live. */
         info_report("ft: primary: detaching the backup");
         ch->detaching = true;
-        ch->state = FT_STATE_ARBITRATING;
+        ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ARBITRATING);
         ft_start_arbitration_locked(ch);
     } else {
         info_report("ft: backup: detaching from the primary; stopping");
-        ch->state = FT_STATE_DETACHED;
+        ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_DETACHED);
         ft_shutdown_fd(ch->fd);
         if (first_cpu) {
             qemu_cpu_kick(first_cpu);

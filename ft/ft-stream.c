@@ -265,7 +265,7 @@ static void ft_close(ReplayStream *s)
             int fd = ch->fd;
             uint64_t end = ch->written;
 
-            ch->state = FT_STATE_ENDED;
+            ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
             qemu_cond_broadcast(&ch->tx_cond);
             qemu_mutex_unlock(&ch->lock);
             ft_join_tx(ch);
@@ -274,7 +274,7 @@ static void ft_close(ReplayStream *s)
         }
     }
     if (ch->state == FT_STATE_STREAMING || ch->state == FT_STATE_WAITING) {
-        ch->state = FT_STATE_ENDED;
+        ft_set_state(ch, ch->state, FT_STATE_ENDED);
     }
     qemu_cond_broadcast(&ch->tx_cond);
     ft_shutdown_fd(ch->fd);

@@ -278,7 +278,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     object_ref(OBJECT(sioc));
     ch->fd = fd;
     ch->peer_str = g_strdup(peer);
-    ch->state = FT_STATE_STREAMING;
+    ft_set_state(ch, FT_STATE_WAITING, FT_STATE_STREAMING);
     ch->config_sent = false;
     ch->last_rx_ns = ft_now_ns();
     info_report("ft: %s: streaming with %s", ft_role_name(ch->role), peer);
@@ -332,7 +332,7 @@ bool ft_connect(FtChannel *ch, Error **errp)
                         ft_role_name(ch->role),
                         ch->role == FT_ROLE_PRIMARY ? "backup" : "primary",
                         ch->addr_str);
-            while (ch->state == FT_STATE_WAITING) {
+            while (qatomic_read(&ch->state) == FT_STATE_WAITING) {
                 Error *err = NULL;
                 QIOChannelSocket *sioc =
                     qio_channel_socket_accept(ch->listener, errp);
