@@ -15,6 +15,7 @@
 #include "hw/core/cpu.h"
 #include "ft-bytes.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 void *ft_backup_rx_thread(void *opaque)
 {
@@ -100,8 +101,7 @@ void *ft_backup_rx_thread(void *opaque)
                 qemu_cond_broadcast(&ch->cond);
             } else if (h.type == FT_FRAME_END) {
                 ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
-                info_report("ft: backup: the primary ended the stream at "
-                            "offset %" PRIu64, ch->received);
+                trace_ft_backup_end(ch->received);
             }
         }
         pos = ch->received;

@@ -15,6 +15,7 @@
 #include "hw/boards.h"
 #include "exec/cpu-common.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 void ft_diverged_locked(FtChannel *ch, uint64_t icount,
                         const char *what)
@@ -111,8 +112,11 @@ static void ft_digest_check(uint64_t icount, const uint8_t *digest,
 {
     FtChannel *ch = ft_channel;
     uint8_t mine[FT_DIGEST_SIZE];
+    bool match;
 
     ft_digest_compute_for(ch, icount, mine, sizeof(mine));
+    match = len == FT_DIGEST_SIZE && !memcmp(mine, digest, sizeof(mine));
+    trace_ft_digest_check(icount, match);
     qemu_mutex_lock(&ch->lock);
     ch->digest_checks++;
     ch->digest_last = icount;

@@ -21,6 +21,7 @@
 #include "migration/misc.h"
 #include "ft-lock.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 /*
  * The state machine (docs/ft-channel.md).  Each state lists the states it
@@ -73,6 +74,8 @@ bool ft_set_state(FtChannel *ch, FtState old, FtState new)
         return false;
     }
     qatomic_set(&ch->state, new);
+    trace_ft_state(ft_role_name(ch->role), FtState_str(old),
+                   FtState_str(new));
     return true;
 }
 
@@ -112,6 +115,7 @@ static void ft_halt(FtChannel *ch, const char *reason)
     if (runstate_is_running()) {
         vm_stop(RUN_STATE_PAUSED);
     }
+    trace_ft_halt(ft_role_name(ch->role), reason);
     error_report("ft: %s: HALTING: %s", ft_role_name(ch->role), reason);
     qapi_event_send_ft_halted(reason);
     /* Give the monitor a moment to deliver the event. */
@@ -258,6 +262,7 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
     bool detach = false;
 
     qemu_mutex_lock(&ch->lock);
+    trace_ft_arb_decided(ft_role_name(ch->role), won, ch->gen, holder);
     g_free(ch->lock_holder);
     ch->lock_holder = g_strdup(holder);
     if (ch->lock_dir) {
@@ -280,8 +285,7 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
         ft_queue_event(ch, FT_EV_ALONE, NULL, ft_icount(ch));
         qemu_bh_schedule(ch->release_bh);
     } else {
-        info_report("ft: backup: won the lock of generation %u; going live "
-                    "once all log received is played", ch->gen);
+        /* goes live once all log received is played */
         ch->golive_pending = true;
         /* A planned switch-over: let the primary go now. */
         ft_shutdown_fd(ch->fd);
@@ -364,8 +368,7 @@ void ft_start_arbitration_locked(FtChannel *ch)
         return;
     }
     if (ch->lock_dir) {
-        error_report("ft: %s: arbitrating for generation %u on %s",
-                     ft_role_name(ch->role), ch->gen, ch->lock_dir);
+        trace_ft_arbitrating(ft_role_name(ch->role), ch->gen, ch->lock_dir);
     }
     ch->arb_started = true;
     qemu_thread_create(&ch->arb_thread, "ft-arb", ft_arb_thread, ch,
@@ -438,6 +441,7 @@ static void ft_go_live(FtChannel *ch)
     ch->held_bytes = 0;
     qemu_mutex_unlock(&ch->lock);
 
+    trace_ft_go_live(ch->live_icount, (int64_t)(ms * 1000));
     /* What the primary may not have let out: a repeat at most. */
     while ((h = g_queue_pop_head(&kept))) {
         ft_emit(h);

@@ -18,6 +18,7 @@
 #include "hw/core/cpu.h"
 #include "ft-output.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 /* Does this side (still) hold back the guest's output? */
 static bool ft_holding_state(FtState st)
@@ -97,6 +98,7 @@ void ft_release_bh(void *opaque)
     }
     qemu_mutex_unlock(&ch->lock);
 
+    trace_ft_output_release(upto, all, g_queue_get_length(&out));
     while ((h = g_queue_pop_head(&out))) {
         ft_emit(h);
     }

@@ -13,6 +13,7 @@
 #include "hw/core/cpu.h"
 #include "system/cpu-timers.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 static int ft_cmp_i64(const void *a, const void *b)
 {
@@ -132,7 +133,7 @@ void qmp_x_ft_go_live(Error **errp)
         qemu_mutex_unlock(&ch->lock);
         return;
     }
-    info_report("ft: backup: go-live requested");
+    trace_ft_qmp_go_live();
     ch->arb_manual = true;
     ch->lost_ns = ft_now_ns();
     /* Stop taking log: the receiver ends when the state changes. */
@@ -161,12 +162,12 @@ void qmp_x_ft_detach(Error **errp)
     }
     if (ch->role == FT_ROLE_PRIMARY) {
         /* Win the lock first, so the backup cannot go live. */
-        info_report("ft: primary: detaching the backup");
+        trace_ft_qmp_detach("primary");
         ch->detaching = true;
         ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ARBITRATING);
         ft_start_arbitration_locked(ch);
     } else {
-        info_report("ft: backup: detaching from the primary; stopping");
+        trace_ft_qmp_detach("backup");
         ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_DETACHED);
         ft_shutdown_fd(ch->fd);
         if (first_cpu) {

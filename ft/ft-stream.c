@@ -14,6 +14,7 @@
 #include "qemu/error-report.h"
 #include "hw/core/cpu.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 /* A frame came from the peer. */
 void ft_heard_locked(FtChannel *ch)
@@ -144,7 +145,10 @@ static void ft_throttle(ReplayStream *s)
         qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
     }
     if (start) {
-        ch->throttle_ns += ft_now_ns() - start;
+        int64_t ns = ft_now_ns() - start;
+
+        ch->throttle_ns += ns;
+        trace_ft_throttled(ns);
     }
     qemu_mutex_unlock(&ch->lock);
 }
@@ -166,10 +170,7 @@ static size_t ft_avail(ReplayStream *s)
          * boundary: stop there, or go live once the lock is won.  The
          * start of an event cut off by the failure is never played.
          */
-        info_report("ft: backup: played all %" PRIu64 " bytes of log "
-                    "received up to an event boundary%s", ch->consumed,
-                    ch->received > ch->consumed ?
-                    "; dropping the incomplete rest" : "");
+        trace_ft_backup_drained(ch->consumed, ch->received - ch->consumed);
         ch->drained = true;
         ch->drained_stop = true;
         qemu_bh_schedule(ch->bh);

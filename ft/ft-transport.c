@@ -17,6 +17,7 @@
 #include "io/channel-socket.h"
 #include "ft-bytes.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 int ft_send_frame(int fd, uint8_t type, uint16_t flags, uint32_t gen,
                   uint64_t offset, const void *payload, uint32_t len)
@@ -281,6 +282,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     ft_set_state(ch, FT_STATE_WAITING, FT_STATE_STREAMING);
     ch->config_sent = false;
     ch->last_rx_ns = ft_now_ns();
+    trace_ft_attach(ft_role_name(ch->role), peer);
     info_report("ft: %s: streaming with %s", ft_role_name(ch->role), peer);
     ft_queue_event(ch, FT_EV_UP, peer, 0);
     ft_start_threads(ch);
