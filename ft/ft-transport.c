@@ -141,8 +141,8 @@ void ft_shutdown_listener(FtChannel *ch)
 }
 
 /* Handshake, without ch->lock: send our HELLO and check the peer's. */
-static int ft_handshake(FtChannel *ch, int fd, FtProto *proto, FtReader *r,
-                        char **why)
+static bool ft_handshake(FtChannel *ch, int fd, FtProto *proto,
+                         FtReader *r, Error **errp)
 {
     FtHello local = {
         .role = ch->role,
@@ -163,28 +163,27 @@ static int ft_handshake(FtChannel *ch, int fd, FtProto *proto, FtReader *r,
     ret = ft_send_frame(fd, FT_FRAME_HELLO, 0, ch->gen, 0, hello,
                         sizeof(hello));
     if (ret < 0) {
-        *why = g_strdup_printf("sending HELLO: %s", strerror(-ret));
-        goto out;
+        error_setg_errno(errp, -ret, "sending HELLO");
+        return false;
     }
     ret = ft_read_frame(fd, r, MAX(FT_HANDSHAKE_MS, ch->timeout_ms), &h,
                         &payload);
     if (ret == 0) {
-        *why = g_strdup("no HELLO from the peer");
-        ret = -ETIMEDOUT;
-        goto out;
+        error_setg(errp, "no HELLO from the peer");
+        return false;
     } else if (ret < 0) {
-        *why = ft_read_error(ret);
-        goto out;
+        g_autofree char *why = ft_read_error(ret);
+
+        error_setg(errp, "%s", why);
+        return false;
     }
     ret = ft_proto_receive(proto, &h, payload);
     if (ret < 0) {
-        *why = g_strdup_printf("handshake refused: %s",
-                               ft_proto_strerror(ret));
-        goto out;
+        error_setg(errp, "handshake refused: %s", ft_proto_strerror(ret));
+        return false;
     }
     /* Anything the peer sent after its HELLO is left in @r for the rx. */
-out:
-    return ret < 0 ? ret : 0;
+    return true;
 }
 
 /* Connections */
@@ -225,7 +224,6 @@ static char *ft_peer_name(QIOChannelSocket *sioc)
 static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
 {
     g_autofree char *peer = ft_peer_name(sioc);
-    g_autofree char *why = NULL;
     FtProto proto;
     FtReader *r;
     int fd = sioc->fd;
@@ -258,10 +256,10 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     qio_channel_set_delay(QIO_CHANNEL(sioc), false);
     r = g_new0(FtReader, 1);
     ft_frame_decoder_init(&r->dec, FT_FRAME_MAX_PAYLOAD);
-    if (ft_handshake(ch, fd, &proto, r, &why) < 0) {
+    if (!ft_handshake(ch, fd, &proto, r, errp)) {
         ft_frame_decoder_destroy(&r->dec);
         g_free(r);
-        error_setg(errp, "connection with %s refused: %s", peer, why);
+        error_prepend(errp, "connection with %s refused: ", peer);
         return false;
     }
     qemu_mutex_lock(&ch->lock);
