@@ -4,6 +4,11 @@
  * Copyright (c) 2026 The qemu-ft authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * -icount rr=record|replay,rrchardev=<id> opens the channel here: the
+ * rr* options, the socket chardev that names the address (never created
+ * as a chardev), the connection, and once the machine is built, the
+ * primary's description of its disks that a backup checks.
  */
 
 #include "qemu/osdep.h"

@@ -4,12 +4,15 @@
  * Copyright (c) 2026 The qemu-ft authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * x-query-ft (qapi/ft.json) answers at once, without waiting for the
+ * channel; x-ft-go-live and x-ft-detach start the transitions that
+ * ft-failover.c completes.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-ft.h"
-#include "qemu/error-report.h"
 #include "hw/core/cpu.h"
 #include "system/cpu-timers.h"
 #include "ft-internal.h"
@@ -22,15 +25,23 @@ static int ft_cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The channel a command acts on, or NULL (and @errp set) without one */
+static FtChannel *ft_qmp_channel(Error **errp)
+{
+    if (!ft_channel) {
+        error_setg(errp, "the record/replay log is not streamed "
+                   "(no rrchardev in -icount)");
+    }
+    return ft_channel;
+}
+
 FtInfo *qmp_x_query_ft(Error **errp)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_qmp_channel(errp);
     FtInfo *info;
     uint64_t icount, lag;
 
     if (!ch) {
-        error_setg(errp, "the record/replay log is not streamed "
-                   "(no rrchardev in -icount)");
         return NULL;
     }
     info = g_new0(FtInfo, 1);
@@ -107,11 +118,9 @@ FtInfo *qmp_x_query_ft(Error **errp)
 
 void qmp_x_ft_go_live(Error **errp)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_qmp_channel(errp);
 
     if (!ch) {
-        error_setg(errp, "the record/replay log is not streamed "
-                   "(no rrchardev in -icount)");
         return;
     }
     if (ch->role != FT_ROLE_BACKUP) {
@@ -145,11 +154,9 @@ void qmp_x_ft_go_live(Error **errp)
 
 void qmp_x_ft_detach(Error **errp)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_qmp_channel(errp);
 
     if (!ch) {
-        error_setg(errp, "the record/replay log is not streamed "
-                   "(no rrchardev in -icount)");
         return;
     }
     qemu_mutex_lock(&ch->lock);

@@ -11,7 +11,6 @@
  */
 
 #include "qemu/osdep.h"
-#include "qemu/error-report.h"
 #include "hw/core/cpu.h"
 #include "ft-internal.h"
 #include "trace.h"
