@@ -8,7 +8,7 @@
  * On a primary whose record/replay log is streamed to a backup, every
  * packet the guest sends is held, tagged with the log position at which
  * it was produced, and let out as soon as the backup has acknowledged
- * that position (ft-channel.c releases it from the ACK, not on a timer).
+ * that position (ft-output.c releases it from the ACK, not on a timer).
  * Packets from the outside are left alone: filter-replay logs them.  On
  * the backup, filter-replay drops everything while it replays; once it
  * went live, or a primary runs on alone, packets pass straight through.

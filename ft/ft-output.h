@@ -1,5 +1,5 @@
 /*
- * The fault-tolerance output rule, between ft-channel.c and the output
+ * The fault-tolerance output rule, between ft-output.c and the output
  * filters
  *
  * Copyright (c) 2026 The qemu-ft authors

@@ -1,0 +1,156 @@
+/*
+ * FT logging channel: the backup's receiver thread
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * It verifies and buffers the primary's frames, lets replay see them up
+ * to an event boundary, and acknowledges them on receipt.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/main-loop.h"
+#include "hw/core/cpu.h"
+#include "ft-bytes.h"
+#include "ft-internal.h"
+#include "trace.h"
+
+void *ft_backup_rx_thread(void *opaque)
+{
+    FtChannel *ch = opaque;
+    FtReader *r = ch->reader;
+    int fd = ch->fd;
+    int64_t last_rx = ft_now_ns();
+    int64_t last_tx = 0;
+    uint64_t acked = 0;
+    uint64_t reported = 0;
+
+    for (;;) {
+        FtFrameHeader h;
+        const uint8_t *payload;
+        int wait_ms = MIN(ch->heartbeat_ms, FT_REPORT_NS / SCALE_MS);
+        uint64_t icount;
+        int ret;
+        uint64_t pos;
+        bool delivered = false;
+
+        ret = ft_read_frame(fd, r, r->pos < r->len ? 0 : wait_ms, &h,
+                            &payload);
+        qemu_mutex_lock(&ch->lock);
+        if (ch->state != FT_STATE_STREAMING) {
+            qemu_mutex_unlock(&ch->lock);
+            break;
+        }
+        if (ret < 0) {
+            g_autofree char *why = ft_read_error(ret);
+
+            ft_lost_locked(ch, why);
+            qemu_mutex_unlock(&ch->lock);
+            break;
+        }
+        if (ret == 0) {
+            if (ft_now_ns() - last_rx > ch->timeout_ms * SCALE_MS) {
+                g_autofree char *why =
+                    g_strdup_printf("no data or heartbeat for %u ms",
+                                    ch->timeout_ms);
+
+                ft_lost_locked(ch, why);
+                qemu_mutex_unlock(&ch->lock);
+                break;
+            }
+        } else {
+            last_rx = ft_now_ns();
+            ft_heard_locked(ch);
+            ret = ft_proto_receive(&ch->proto, &h, payload);
+            if (ret < 0) {
+                g_autofree char *why =
+                    g_strdup_printf("protocol error: %s",
+                                    ft_proto_strerror(ret));
+
+                ft_lost_locked(ch, why);
+                qemu_mutex_unlock(&ch->lock);
+                break;
+            }
+            if (h.type == FT_FRAME_DATA) {
+                /* Bound what replay has not consumed yet: stop reading. */
+                while (ch->received - ch->consumed + h.len >
+                       FT_RX_BUFFER_MAX &&
+                       ch->state == FT_STATE_STREAMING) {
+                    qemu_cond_timedwait(&ch->cond, &ch->lock, 100);
+                }
+                ft_buf_reserve(ch, ch->consumed,
+                               ch->received - ch->base + h.len);
+                memcpy(ch->buf + (ch->received - ch->base), payload, h.len);
+                ch->received += h.len;
+                ft_bw_update_locked(ch, h.len);
+                if (!(h.flags & FT_FRAME_F_MORE)) {
+                    qatomic_store_release(&ch->avail_end, ch->received);
+                    delivered = true;
+                }
+            } else if (h.type == FT_FRAME_HEARTBEAT && h.len >= 8) {
+                ch->peer_icount = ft_get_le64(payload);
+                if (h.len >= 16) {
+                    ch->peer_released = ft_get_le64(payload + 8);
+                    ft_trim_kept_locked(ch);
+                }
+            } else if (h.type == FT_FRAME_CONFIG) {
+                g_free(ch->peer_config);
+                ch->peer_config = g_strndup((char *)payload, h.len);
+                qemu_cond_broadcast(&ch->cond);
+            } else if (h.type == FT_FRAME_END) {
+                ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
+                trace_ft_backup_end(ch->received);
+            }
+        }
+        pos = ch->received;
+        if (delivered) {
+            qemu_cond_broadcast(&ch->cond);
+            if (ch->starved) {
+                ch->starved = false;
+                qemu_mutex_unlock(&ch->lock);
+                qemu_notify_event();
+                if (first_cpu) {
+                    qemu_cpu_kick(first_cpu);
+                }
+                qemu_mutex_lock(&ch->lock);
+            }
+        }
+        qemu_mutex_unlock(&ch->lock);
+        if (ret > 0 && h.type == FT_FRAME_END) {
+            break;
+        }
+
+        /*
+         * Acknowledge on receipt, once the input read so far is handled;
+         * report how far replay got, which the primary's flow control
+         * needs, every FT_REPORT_NS while it moves; heartbeat otherwise.
+         */
+        icount = qatomic_read(&ch->stream.icount);
+        if (r->pos >= r->len &&
+            (pos != acked ||
+             (icount != reported && ft_now_ns() - last_tx >= FT_REPORT_NS) ||
+             ft_now_ns() - last_tx >= ch->heartbeat_ms * SCALE_MS)) {
+            uint8_t type = pos != acked ? FT_FRAME_ACK : FT_FRAME_HEARTBEAT;
+
+            reported = icount;
+            ret = ft_send_u64(ch, fd, type, pos, icount);
+            if (ret < 0) {
+                g_autofree char *why = g_strdup_printf("sending: %s",
+                                                       strerror(-ret));
+                ft_lost(ch, why);
+                break;
+            }
+            acked = pos;
+            last_tx = ft_now_ns();
+        }
+    }
+    qemu_mutex_lock(&ch->lock);
+    qemu_cond_broadcast(&ch->cond);
+    qemu_mutex_unlock(&ch->lock);
+    qemu_notify_event();
+    if (first_cpu) {
+        qemu_cpu_kick(first_cpu);
+    }
+    return NULL;
+}

@@ -1,0 +1,371 @@
+/*
+ * FT logging channel: the state shared by its files
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The primary records with -icount rr=record,rrchardev=<id>; its log is a
+ * ReplayStream whose backend is this channel.  Every commit of the replay
+ * core (an event boundary) is appended to a buffer; a sender thread sends
+ * it as DATA frames, a receiver thread takes the backup's ACKs.  The vCPU
+ * stalls in the throttle op while the backup lags beyond the bound.
+ *
+ * The backup plays with rr=replay,rrchardev=<id>.  A receiver thread
+ * verifies DATA frames, appends them and acknowledges them on receipt.
+ * Replay sees bytes only up to the end of a frame that ends on an event
+ * boundary (no FT_FRAME_F_MORE), and never blocks for them (avail op).
+ *
+ * The files, one concern each:
+ *   ft-options.c    -icount rr* options, the chardev, opening the channel,
+ *                   the disks' CONFIG check once the machine is built
+ *   ft-transport.c  connect, accept, handshake, frame I/O: every socket
+ *                   call of the channel
+ *   ft-stream.c     the ReplayStream ops: log buffer, flow control
+ *   ft-primary.c    the primary's sender and receiver threads
+ *   ft-backup.c     the backup's receiver thread
+ *   ft-output.c     the output rule: held output and its release
+ *   ft-failover.c   the state machine, events, arbitration, go-live,
+ *                   halt, detach
+ *   ft-digest.c     divergence digests
+ *   ft-qmp.c        x-query-ft, x-ft-go-live, x-ft-detach
+ *
+ * Locking: each field of FtChannel says who owns it.  Most are under
+ * ch->lock; no socket I/O is done with it held.  The replay core calls
+ * the stream ops with the replay mutex held (write, avail, read,
+ * diverged) or with no lock (throttle, wait).  Events go to the main
+ * loop through a BH.  Lock order: the replay mutex, then ch->lock;
+ * ch->join_lock is never taken with ch->lock held.
+ */
+
+#ifndef FT_INTERNAL_H
+#define FT_INTERNAL_H
+
+#include "qapi/qapi-types-ft.h"
+#include "qapi/qapi-types-sockets.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+#include "qemu/units.h"
+#include "chardev/char.h"
+#include "io/channel-socket.h"
+#include "net/announce.h"
+#include "net/filter.h"
+#include "system/replay.h"
+#include "system/replay-stream.h"
+#include "ft-frame.h"
+#include "ft-proto.h"
+
+/* Must follow REPLAY_VERSION in replay/replay.c: checked in the HELLO. */
+#define FT_REPLAY_VERSION       0xe0200d
+
+#define FT_TX_PAYLOAD           (256 * KiB)
+#define FT_RX_BUFFER_MAX        (256 * MiB)
+#define FT_BOUNDARIES           8192
+#define FT_HANDSHAKE_MS         10000
+#define FT_CLOSE_DRAIN_MS       2000
+#define FT_DIGEST_SIZE          32
+/* ft_read_frame(): socket errors, apart from the frame decoder's */
+#define FT_SOCK_ERR(e)          (-1000 - (e))
+#define FT_REPORT_NS            (10 * SCALE_MS)
+/*
+ * Log with no output waiting for it goes out in frames at most this often:
+ * each frame costs the backup a wake-up, a read and an ACK, which at 1 ms
+ * took 6-8 % of the backup's core from its vCPU.  Output that waits for
+ * its log wakes the sender at once.
+ */
+#define FT_TX_BATCH_NS          (5 * SCALE_MS)
+/* Console output a backup keeps back, at most */
+#define FT_KEPT_MAX             (1 * MiB)
+#define FT_ARB_RETRY_MS         100
+#define FT_HALT_EXIT_MS         500
+#define FT_DELAYS               1024
+
+typedef struct FtChannel FtChannel;
+
+typedef enum FtEventKind {
+    FT_EV_UP,
+    FT_EV_LOST,
+    FT_EV_DIVERGED,
+    FT_EV_ARB_WON,
+    FT_EV_ARB_LOST,
+    FT_EV_ALONE,            /* a primary runs on alone */
+    FT_EV_HALT,
+} FtEventKind;
+
+/* Output held by the output rule, or kept back by a backup */
+typedef struct FtHeld {
+    Chardev *chr;           /* console bytes, or ... */
+    QEMUBHFunc *cb;         /* ... an output that waits (a disk write), or */
+    void *opaque;
+    NetFilterState *nf;     /* ... a packet for the filter's next hop */
+    NetClientState *sender;
+    unsigned flags;
+    uint64_t tag;           /* log offset just past the write's event */
+    int64_t t_ns;           /* when it was written */
+    int len;
+    uint8_t data[];
+} FtHeld;
+
+/* The sink a backup records into once it went live */
+typedef struct FtLiveStream {
+    ReplayStream stream;
+    FtChannel *ch;
+} FtLiveStream;
+
+typedef struct FtEvent {
+    FtEventKind kind;
+    char *text;
+    uint64_t pos;
+} FtEvent;
+
+/*
+ * Wait up to @timeout_ms for the next frame.  Returns FT_DEC_FRAME, 0 on
+ * timeout, or a negative error (FT_SOCK_ERR(EPIPE): the peer closed it;
+ * FT_DEC_ERR_*: a bad frame).  @r holds input not yet decoded.
+ */
+typedef struct FtReader {
+    FtFrameDecoder dec;
+    uint8_t buf[64 * KiB];
+    size_t len;
+    size_t pos;
+} FtReader;
+
+/*
+ * Owners, in the comment next to each field:
+ *   fixed     set while the channel is opened (main thread, before any
+ *             other thread of the channel exists), read-only after
+ *   lock      ch->lock, for reads and writes
+ *   join      ch->join_lock
+ *   BQL       the main loop, with the BQL held
+ *   vCPU      the vCPU thread (the first CPU's) alone
+ *   rx        the receiver thread of the connection, alone
+ *   atomic    written under ch->lock, and read without it only with
+ *             qatomic_read() or qatomic_load_acquire()
+ */
+struct FtChannel {
+    ReplayStream stream;            /* the replay core's (replay mutex) */
+
+    /* Configuration */
+    FtRole role;                    /* fixed */
+    uint32_t gen;                   /* fixed */
+    uint8_t vm_id[16];              /* fixed */
+    SocketAddress *addr;            /* fixed */
+    char *addr_str;                 /* fixed */
+    bool server;                    /* fixed */
+    bool wait;                      /* fixed */
+    uint32_t heartbeat_ms;          /* fixed */
+    uint32_t timeout_ms;            /* fixed */
+    uint64_t max_lag_ms;            /* fixed */
+    uint64_t max_lag_bytes;         /* fixed */
+    uint64_t digest_ms;             /* fixed */
+    uint32_t digest_pages;          /* fixed */
+    /*
+     * Derived from the icount shift on first use (ft_setup_insns()), by
+     * the throttle and digest ops: on the vCPU thread only.
+     */
+    bool insns_ready;               /* vCPU */
+    uint64_t max_lag_insns;         /* vCPU */
+    uint64_t digest_insns;          /* vCPU; QMP reads it with qatomic_read */
+
+    /* Threads */
+    QIOChannelSocket *listener;     /* fixed */
+    QemuThread accept_thread;       /* fixed; never joined */
+    bool accept_started;            /* fixed */
+    QemuThread rx_thread;           /* lock; joined by ft_close() */
+    bool rx_started;                /* lock */
+    QemuMutex join_lock;            /* serialises joining the sender */
+    /*
+     * The sender: set with ch->lock held by ft_start_threads() before the
+     * state becomes streaming; joined (ft_join_tx()) once it left it,
+     * under join_lock.
+     */
+    QemuThread tx_thread;
+    bool tx_started;
+    QEMUBH *bh;                     /* fixed */
+
+    QemuMutex lock;
+    QemuCond cond;                  /* with lock */
+    QemuCond tx_cond;               /* with lock: wakes the primary's sender */
+    bool tx_sleeping;               /* lock */
+    int64_t tx_wake_ns;             /* lock */
+    /* atomic: changed only by ft_set_state(), with ch->lock held */
+    FtState state;
+    char *error;                    /* lock */
+    QIOChannelSocket *conn;         /* lock */
+    int fd;                         /* lock; the threads copy it at start */
+    char *peer_str;                 /* lock */
+    FtProto proto;                  /* lock */
+    FtReader *reader;               /* lock to attach; then rx */
+    bool closing;                   /* lock */
+
+    /* The log buffer: buf[0] is at log offset base. */
+    uint8_t *buf;                   /* lock */
+    size_t cap;                     /* lock */
+    uint64_t base;                  /* lock */
+
+    /* Primary: [base, written) buffered, acked <= sent <= written */
+    uint64_t written;               /* lock */
+    uint64_t sent;                  /* lock */
+    uint64_t acked;                 /* lock */
+    uint64_t bounds[FT_BOUNDARIES]; /* lock: commit points not yet sent */
+    unsigned bounds_head;           /* lock */
+    unsigned bounds_count;          /* lock */
+    uint64_t throttle_ns;           /* lock */
+
+    /* Backup: [base, received) buffered, consumed <= avail_end */
+    uint64_t received;              /* lock */
+    /*
+     * atomic: stored with qatomic_store_release() under ch->lock by the
+     * receiver; ft_avail() reads it with qatomic_load_acquire() alone.
+     */
+    uint64_t avail_end;
+    /*
+     * lock, and the replay mutex to write (ft_read()): readers hold one
+     * of them (ft_avail() only the replay mutex).
+     */
+    uint64_t consumed;
+    bool starved;                   /* lock */
+    bool drained_stop;              /* lock */
+
+    /* Both */
+    uint64_t peer_icount;           /* lock: from the peer's ACK/heartbeat */
+    uint64_t bw_bytes;              /* lock */
+    uint64_t bw_prev_bytes;         /* lock */
+    int64_t bw_prev_ns;             /* lock */
+    double bw_mbps;                 /* lock */
+
+    /* Divergence checks */
+    uint64_t next_digest;           /* vCPU */
+    uint64_t digest_checks;         /* lock */
+    uint64_t digest_mismatches;     /* lock */
+    uint64_t digest_last;           /* lock */
+    uint64_t mismatch_icount;       /* lock */
+    char *mismatch;                 /* lock */
+
+    GQueue events;                  /* lock */
+
+    /* Failover (the arbitration thread runs once) */
+    char *lock_dir;                 /* fixed */
+    QemuThread arb_thread;          /* lock (detached, with arb_started) */
+    bool arb_started;               /* lock */
+    bool arb_manual;                /* lock: x-ft-go-live */
+    bool detaching;                 /* lock: x-ft-detach on the primary */
+    char *lock_holder;              /* lock */
+    int64_t lost_ns;                /* lock: when the peer was lost */
+    int64_t last_rx_ns;             /* lock: newest frame from the peer */
+    int64_t gap_max_ns;             /* lock: longest silence of the peer */
+    bool golive_pending;            /* lock: backup won, live when drained */
+    bool drained;                   /* lock: backup played all it got */
+    /*
+     * atomic: set once, NULL to the live stream, by ft_go_live() (BQL)
+     * with qatomic_store_release() under ch->lock; the output rule and
+     * ft_icount() read it with qatomic_load_acquire() without the lock.
+     */
+    FtLiveStream *live;
+    uint64_t live_icount;           /* lock */
+    double failover_ms;             /* lock */
+    QEMUTimer *exit_timer;          /* BQL */
+
+    /*
+     * Output rule.  Primary: output held until acked reaches its tag;
+     * released is how far it was let out.  Backup: output kept back until
+     * the primary reports it released (peer_released), in case the
+     * primary died before it could.
+     */
+    GQueue held;                    /* lock */
+    uint64_t held_bytes;            /* lock */
+    uint64_t released;              /* lock */
+    uint64_t peer_released;         /* lock */
+    /*
+     * The disks: the primary sends its description (config) once per
+     * connection; the backup checks it (peer_config) against its own
+     * before its machine runs.
+     */
+    char *config;                   /* lock */
+    bool config_sent;               /* lock */
+    char *peer_config;              /* lock */
+    Notifier machine_done;          /* BQL */
+    QEMUBH *release_bh;             /* fixed */
+    int64_t delays[FT_DELAYS];      /* lock: output held, ns, newest last */
+    unsigned ndelays;               /* lock */
+    uint64_t held_packets;          /* lock */
+    uint64_t held_writes;           /* lock */
+    AnnounceTimer announce;         /* BQL */
+};
+
+/* The channel, once opened (fixed: set before any vCPU runs) */
+extern FtChannel *ft_channel;
+
+static inline int64_t ft_now_ns(void)
+{
+    return qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+static inline const char *ft_role_name(FtRole role)
+{
+    return role == FT_ROLE_PRIMARY ? "primary" : "backup";
+}
+
+static inline FtChannelRole ft_role_qapi(FtChannel *ch)
+{
+    return ch->role == FT_ROLE_PRIMARY ? FT_CHANNEL_ROLE_PRIMARY
+                                       : FT_CHANNEL_ROLE_BACKUP;
+}
+
+/* Instructions executed, as of the newest release of the replay mutex */
+static inline uint64_t ft_icount(FtChannel *ch)
+{
+    FtLiveStream *live = qatomic_load_acquire(&ch->live);
+
+    return qatomic_read(&(live ? &live->stream : &ch->stream)->icount);
+}
+
+/* ft-options.c */
+void ft_setup_insns(FtChannel *ch);
+
+/* ft-transport.c: every socket call; none with ch->lock held */
+bool ft_connect(FtChannel *ch, Error **errp);
+int ft_send_frame(int fd, uint8_t type, uint16_t flags, uint32_t gen,
+                  uint64_t offset, const void *payload, uint32_t len);
+int ft_send_u64(FtChannel *ch, int fd, uint8_t type, uint64_t offset,
+                uint64_t value);
+int ft_read_frame(int fd, FtReader *r, int timeout_ms, FtFrameHeader *h,
+                  const uint8_t **payload);
+char *ft_read_error(int ret);
+/* Wake whoever waits on @fd, and end the connection (fd < 0: nothing). */
+void ft_shutdown_fd(int fd);
+void ft_shutdown_listener(FtChannel *ch);
+
+/* ft-stream.c */
+extern const ReplayStreamOps ft_primary_ops;
+extern const ReplayStreamOps ft_backup_ops;
+void ft_heard_locked(FtChannel *ch);
+void ft_bw_update_locked(FtChannel *ch, uint64_t bytes);
+void ft_buf_reserve(FtChannel *ch, uint64_t keep_from, size_t need);
+void ft_join_tx(FtChannel *ch);
+
+/* ft-primary.c, ft-backup.c */
+void *ft_primary_tx_thread(void *opaque);
+void *ft_primary_rx_thread(void *opaque);
+void *ft_backup_rx_thread(void *opaque);
+
+/* ft-output.c */
+extern const ReplayOutputOps ft_output_ops;
+void ft_release_bh(void *opaque);
+void ft_trim_kept_locked(FtChannel *ch);
+void ft_emit(FtHeld *h);
+
+/* ft-failover.c */
+bool ft_set_state(FtChannel *ch, FtState old, FtState new);
+void ft_bh(void *opaque);
+void ft_queue_event(FtChannel *ch, FtEventKind kind, const char *text,
+                    uint64_t pos);
+void ft_lost_locked(FtChannel *ch, const char *reason);
+void ft_lost(FtChannel *ch, const char *reason);
+void ft_start_arbitration_locked(FtChannel *ch);
+
+/* ft-digest.c */
+extern const ReplayDigestOps ft_digest_ops;
+void ft_diverged_locked(FtChannel *ch, uint64_t icount, const char *what);
+
+#endif

@@ -1,0 +1,253 @@
+/*
+ * FT logging channel: options, and opening the channel
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * -icount rr=record|replay,rrchardev=<id> opens the channel here: the
+ * rr* options, the socket chardev that names the address (never created
+ * as a chardev), the connection, and once the machine is built, the
+ * primary's description of its disks that a backup checks.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/qapi-visit-sockets.h"
+#include "qemu/config-file.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/option.h"
+#include "qemu/sockets.h"
+#include "qemu/uuid.h"
+#include "chardev/char.h"
+#include "system/cpu-timers.h"
+#include "system/system.h"
+#include "ft-lock.h"
+#include "ft-disks.h"
+#include "ft-internal.h"
+
+FtChannel *ft_channel;
+
+static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
+{
+    QemuOpts *copts = qemu_opts_find(qemu_find_opts("chardev"), id);
+    g_autoptr(ChardevBackend) backend = NULL;
+    ChardevSocket *sock;
+
+    if (!copts) {
+        error_setg(errp, "rrchardev: no -chardev with id '%s'", id);
+        return false;
+    }
+    backend = qemu_chr_parse_opts(copts, errp);
+    if (!backend) {
+        return false;
+    }
+    if (backend->type != CHARDEV_BACKEND_KIND_SOCKET) {
+        error_setg(errp, "rrchardev: chardev '%s' must be a socket", id);
+        return false;
+    }
+    sock = backend->u.socket.data;
+    if (sock->tls_creds || sock->has_telnet || sock->has_tn3270 ||
+        sock->has_websocket || sock->has_reconnect_ms ||
+        sock->has_reconnect) {
+        error_setg(errp, "rrchardev: chardev '%s': only the address, "
+                   "server and wait options are supported", id);
+        return false;
+    }
+    ch->addr = socket_address_flatten(sock->addr);
+    ch->server = sock->has_server && sock->server;
+    ch->wait = !sock->has_wait || sock->wait;
+    if (ch->addr->type == SOCKET_ADDRESS_TYPE_UNIX) {
+        ch->addr_str = g_strdup_printf("unix:%s", ch->addr->u.q_unix.path);
+    } else {
+        ch->addr_str = socket_uri(ch->addr);
+    }
+    /* The chardev only names the address: do not create it. */
+    qemu_opts_del(copts);
+    return true;
+}
+
+static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
+{
+    uint64_t gen = qemu_opt_get_number(opts, "rrgen", 1);
+    uint64_t hb = qemu_opt_get_number(opts, "rrheartbeat", 50);
+    uint64_t to = qemu_opt_get_number(opts, "rrtimeout", 300);
+    uint64_t pages = qemu_opt_get_number(opts, "rrdigestpages", 0);
+
+    ch->max_lag_ms = qemu_opt_get_number(opts, "rrlag", 1000);
+    ch->max_lag_bytes = qemu_opt_get_size(opts, "rrlagbytes", 64 * MiB);
+    ch->digest_ms = qemu_opt_get_number(opts, "rrdigest", 100);
+    if (gen == 0 || gen > UINT32_MAX) {
+        error_setg(errp, "rrgen must be between 1 and %u", UINT32_MAX);
+        return false;
+    }
+    if (hb == 0 || hb > 60000 || to < 2 * hb || to > 600000) {
+        error_setg(errp, "rrheartbeat must be 1..60000 ms and rrtimeout "
+                   "at least twice rrheartbeat (at most 600000 ms)");
+        return false;
+    }
+    if (ch->max_lag_ms == 0 || ch->max_lag_ms > 600000 ||
+        ch->max_lag_bytes < 64 * KiB || ch->max_lag_bytes > 16 * GiB) {
+        error_setg(errp, "rrlag must be 1..600000 ms and rrlagbytes "
+                   "64K..16G");
+        return false;
+    }
+    if (ch->digest_ms > 600000 || pages > 1024) {
+        error_setg(errp, "rrdigest must be at most 600000 ms and "
+                   "rrdigestpages at most 1024");
+        return false;
+    }
+    if (qemu_opt_get(opts, "rrlock")) {
+        FtLockRecord rec;
+        int err = 0;
+        int ret;
+
+        ch->lock_dir = g_strdup(qemu_opt_get(opts, "rrlock"));
+        if (buffer_is_zero(ch->vm_id, sizeof(ch->vm_id))) {
+            error_setg(errp, "rrlock needs the VM's -uuid: the lock record "
+                       "is kept per VM");
+            return false;
+        }
+        ret = ft_lock_check_dir(ch->lock_dir);
+        if (ret < 0) {
+            error_setg(errp, "rrlock: %s: %s", ch->lock_dir, strerror(-ret));
+            return false;
+        }
+        ret = ft_lock_read(ch->lock_dir, ch->vm_id, gen, &rec, &err);
+        if (ret == FT_LOCK_WON) {
+            char desc[256];
+
+            ft_lock_describe(&rec, desc, sizeof(desc));
+            error_setg(errp, "rrlock: generation %" PRIu64 " of this VM "
+                       "was already decided (the lock is held by %s); "
+                       "start the pair with a higher rrgen", gen, desc);
+            return false;
+        } else if (ret != FT_LOCK_ERR_IO || err != ENOENT) {
+            g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id,
+                                                 gen);
+
+            error_setg(errp, "rrlock: %s: %s", path,
+                       ret == FT_LOCK_ERR_IO ? strerror(err) :
+                       ft_lock_strerror(ret));
+            return false;
+        }
+    }
+    ch->gen = gen;
+    ch->heartbeat_ms = hb;
+    ch->timeout_ms = to;
+    ch->digest_pages = pages;
+    return true;
+}
+
+/* icount_to_ns() needs the shift, which is set once -icount is parsed. */
+void ft_setup_insns(FtChannel *ch)
+{
+    uint64_t ns_per_insn;
+
+    if (ch->insns_ready) {
+        return;
+    }
+    ch->insns_ready = true;
+    ns_per_insn = MAX(icount_to_ns(1), 1);
+
+    ch->max_lag_insns = ch->max_lag_ms * SCALE_MS / ns_per_insn;
+    qatomic_set(&ch->digest_insns, ch->digest_ms * SCALE_MS / ns_per_insn);
+    ch->next_digest = ch->digest_insns;
+}
+
+/*
+ * The machine is built, its disks are open.  The primary describes them
+ * to its backups; a backup waits for that and refuses to run on disks
+ * that differ: it would replay reads of another disk, then write to it.
+ */
+static void ft_machine_done(Notifier *n, void *data)
+{
+    FtChannel *ch = container_of(n, FtChannel, machine_done);
+    g_autofree char *mine = ft_disks_describe();
+    g_autofree char *theirs = NULL;
+    g_autofree char *why = NULL;
+
+    qemu_mutex_lock(&ch->lock);
+    if (ch->role == FT_ROLE_PRIMARY) {
+        ch->config = g_steal_pointer(&mine);
+        qemu_cond_broadcast(&ch->tx_cond);
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    while (!ch->peer_config && (ch->state == FT_STATE_WAITING ||
+                                ch->state == FT_STATE_STREAMING)) {
+        qemu_cond_timedwait(&ch->cond, &ch->lock, 100);
+    }
+    theirs = g_strdup(ch->peer_config);
+    qemu_mutex_unlock(&ch->lock);
+    if (!theirs) {
+        return;     /* lost the primary already: reported as such */
+    }
+    why = ft_disks_compare(mine, theirs);
+    if (why) {
+        error_report("ft: backup: the disks differ from the primary's "
+                     "(%s); refusing to replay", why);
+        exit(1);
+    }
+}
+
+ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
+                                         bool writer, Error **errp)
+{
+    FtChannel *ch = g_new0(FtChannel, 1);
+
+    replay_stream_init(&ch->stream, writer ? &ft_primary_ops : &ft_backup_ops,
+                       chardev, writer);
+    /* Every commit point goes to the channel at once. */
+    ch->stream.flush_bytes = 0;
+    ch->stream.flush_ns = 0;
+    ch->role = writer ? FT_ROLE_PRIMARY : FT_ROLE_BACKUP;
+    ch->fd = -1;
+    qatomic_set(&ch->state, FT_STATE_WAITING);  /* the initial state */
+    qemu_mutex_init(&ch->lock);
+    qemu_mutex_init(&ch->join_lock);
+    qemu_cond_init(&ch->cond);
+    qemu_cond_init(&ch->tx_cond);
+    g_queue_init(&ch->events);
+    g_queue_init(&ch->held);
+    ch->bw_prev_ns = ft_now_ns();
+    if (qemu_uuid_set) {
+        memcpy(ch->vm_id, qemu_uuid.data, sizeof(ch->vm_id));
+    }
+    if (!ft_parse_opts(ch, opts, errp) ||
+        !ft_parse_chardev(ch, chardev, errp)) {
+        goto fail;
+    }
+    g_free(ch->stream.name);
+    ch->stream.name = g_strdup_printf("ft:%s", ch->addr_str);
+    ch->bh = qemu_bh_new(ft_bh, ch);
+    ch->release_bh = qemu_bh_new(ft_release_bh, ch);
+    g_queue_init(&ch->held);
+    replay_set_output_ops(&ft_output_ops);
+    ft_channel = ch;
+    replay_set_digest_ops(&ft_digest_ops);
+
+    /*
+     * The backup needs the log from the start, so it always waits for
+     * the primary.  The primary waits for the backup unless wait=off;
+     * then it buffers the log until a backup comes, up to rrlagbytes.
+     */
+    if (!writer) {
+        ch->wait = true;
+    }
+    if (!ft_connect(ch, errp)) {
+        goto fail;
+    }
+    ch->machine_done.notify = ft_machine_done;
+    qemu_add_machine_init_done_notifier(&ch->machine_done);
+    return &ch->stream;
+
+fail:
+    ft_channel = NULL;
+    replay_set_digest_ops(NULL);
+    replay_set_output_ops(NULL);
+    /* Leave the rest to process exit: startup fails after this. */
+    return NULL;
+}

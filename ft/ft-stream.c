@@ -1,0 +1,305 @@
+/*
+ * FT logging channel: the ReplayStream backend
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The log buffer, and flow control: the primary's vCPU stalls in the
+ * throttle op while the backup lags beyond the bound; the backup's replay
+ * sees log only up to an event boundary and never blocks for it.
+ */
+
+#include "qemu/osdep.h"
+#include "hw/core/cpu.h"
+#include "ft-internal.h"
+#include "trace.h"
+
+/* A frame came from the peer. */
+void ft_heard_locked(FtChannel *ch)
+{
+    int64_t now = ft_now_ns();
+
+    if (ch->last_rx_ns && now - ch->last_rx_ns > ch->gap_max_ns) {
+        ch->gap_max_ns = now - ch->last_rx_ns;
+    }
+    ch->last_rx_ns = now;
+}
+
+void ft_bw_update_locked(FtChannel *ch, uint64_t bytes)
+{
+    int64_t now = ft_now_ns();
+
+    ch->bw_bytes += bytes;
+    if (now - ch->bw_prev_ns >= NANOSECONDS_PER_SECOND) {
+        ch->bw_mbps = (ch->bw_bytes - ch->bw_prev_bytes) * 8.0 * 1000.0 /
+                      (now - ch->bw_prev_ns);
+        ch->bw_prev_bytes = ch->bw_bytes;
+        ch->bw_prev_ns = now;
+    }
+}
+
+/* Grow ch->buf so that it holds @need bytes from ch->base on. */
+void ft_buf_reserve(FtChannel *ch, uint64_t keep_from, size_t need)
+{
+    size_t drop = keep_from - ch->base;
+
+    if (drop && (drop >= ch->cap / 2 || need > ch->cap)) {
+        size_t used = (ch->role == FT_ROLE_PRIMARY ? ch->written
+                                                    : ch->received) - ch->base;
+
+        memmove(ch->buf, ch->buf + drop, used - drop);
+        ch->base += drop;
+        need -= drop;
+    }
+    if (need > ch->cap) {
+        ch->cap = MAX(pow2ceil(need), 256 * KiB);
+        ch->buf = g_realloc(ch->buf, ch->cap);
+    }
+}
+
+static void ft_bound_push_locked(FtChannel *ch, uint64_t off)
+{
+    unsigned i;
+
+    if (ch->bounds_count == FT_BOUNDARIES) {
+        /* Fewer boundaries are still correct: replace the newest. */
+        i = (ch->bounds_head + ch->bounds_count - 1) % FT_BOUNDARIES;
+        ch->bounds[i] = off;
+        return;
+    }
+    i = (ch->bounds_head + ch->bounds_count) % FT_BOUNDARIES;
+    ch->bounds[i] = off;
+    ch->bounds_count++;
+}
+
+/* ReplayStream ops */
+
+static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+
+    qemu_mutex_lock(&ch->lock);
+    if (ch->state == FT_STATE_WAITING && !ch->wait &&
+        ch->written + len - ch->base > ch->max_lag_bytes) {
+        ft_lost_locked(ch, "no backup connected before the log outgrew "
+                       "rrlagbytes");
+    }
+    if (ch->state == FT_STATE_WAITING || ch->state == FT_STATE_STREAMING) {
+        ft_buf_reserve(ch, ch->acked, ch->written - ch->base + len);
+        memcpy(ch->buf + (ch->written - ch->base), buf, len);
+        ch->written += len;
+        ft_bound_push_locked(ch, ch->written);
+        /*
+         * Wake the sender at most every FT_TX_BATCH_NS, or once a frame's
+         * worth is pending: tens of thousands of commits a second must
+         * not each cost a thread switch.  While data flows the sender
+         * polls every FT_TX_BATCH_NS by itself.
+         */
+        if (ch->state == FT_STATE_STREAMING && ch->tx_sleeping) {
+            int64_t now = ft_now_ns();
+
+            /* Held output waits for this log: no batching then. */
+            if (ch->written - ch->sent >= FT_TX_PAYLOAD ||
+                now - ch->tx_wake_ns >= FT_TX_BATCH_NS ||
+                !g_queue_is_empty(&ch->held)) {
+                ch->tx_wake_ns = now;
+                qemu_cond_signal(&ch->tx_cond);
+            }
+        }
+    } else {
+        ch->written += len;
+        ch->base = ch->written;
+    }
+    qemu_mutex_unlock(&ch->lock);
+    return 0;
+}
+
+/*
+ * The backup lags too far: in unacknowledged log, or in execution (the
+ * icount its replay reached, as of its newest ACK or heartbeat).
+ */
+static bool ft_over_bound_locked(FtChannel *ch)
+{
+    uint64_t icount = qatomic_read(&ch->stream.icount);
+
+    return ch->written - ch->acked > ch->max_lag_bytes ||
+           (icount > ch->peer_icount &&
+            icount - ch->peer_icount > ch->max_lag_insns);
+}
+
+static void ft_throttle(ReplayStream *s)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+    int64_t start = 0;
+
+    ft_setup_insns(ch);
+    qemu_mutex_lock(&ch->lock);
+    while (ch->state == FT_STATE_STREAMING && ft_over_bound_locked(ch) &&
+           !qatomic_read(&first_cpu->stop) &&
+           !qatomic_read(&first_cpu->exit_request)) {
+        if (!start) {
+            start = ft_now_ns();
+        }
+        qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
+    }
+    if (start) {
+        int64_t ns = ft_now_ns() - start;
+
+        ch->throttle_ns += ns;
+        trace_ft_throttled(ns);
+    }
+    qemu_mutex_unlock(&ch->lock);
+}
+
+static size_t ft_avail(ReplayStream *s)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+    uint64_t end = qatomic_load_acquire(&ch->avail_end);
+
+    if (end > ch->consumed) {
+        return end - ch->consumed;
+    }
+    qemu_mutex_lock(&ch->lock);
+    ch->starved = true;
+    if (ch->state != FT_STATE_STREAMING && ch->state != FT_STATE_WAITING &&
+        ch->avail_end == ch->consumed && !ch->drained) {
+        /*
+         * Played everything the primary sent up to its last event
+         * boundary: stop there, or go live once the lock is won.  The
+         * start of an event cut off by the failure is never played.
+         */
+        trace_ft_backup_drained(ch->consumed, ch->received - ch->consumed);
+        ch->drained = true;
+        ch->drained_stop = true;
+        qemu_bh_schedule(ch->bh);
+    }
+    qemu_mutex_unlock(&ch->lock);
+    return 0;
+}
+
+static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+    size_t n;
+
+    qemu_mutex_lock(&ch->lock);
+    /* Only the log header is read before data is known to be there. */
+    while (ch->avail_end == ch->consumed &&
+           (ch->state == FT_STATE_STREAMING ||
+            ch->state == FT_STATE_WAITING)) {
+        qemu_cond_wait(&ch->cond, &ch->lock);
+    }
+    n = MIN(len, ch->avail_end - ch->consumed);
+    memcpy(buf, ch->buf + (ch->consumed - ch->base), n);
+    ch->consumed += n;
+    qemu_cond_broadcast(&ch->cond);
+    qemu_mutex_unlock(&ch->lock);
+    return n;
+}
+
+static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+    int64_t deadline = ft_now_ns() + timeout_ns;
+    bool more;
+
+    qemu_mutex_lock(&ch->lock);
+    while (ch->avail_end == ch->consumed &&
+           ch->state == FT_STATE_STREAMING &&
+           !(first_cpu && qatomic_read(&first_cpu->stop)) &&
+           !(first_cpu && qatomic_read(&first_cpu->exit_request))) {
+        int64_t left = deadline - ft_now_ns();
+
+        if (left <= 0) {
+            break;
+        }
+        qemu_cond_timedwait(&ch->cond, &ch->lock, left / SCALE_MS + 1);
+    }
+    more = ch->avail_end > ch->consumed || ch->state == FT_STATE_STREAMING ||
+           ch->state == FT_STATE_WAITING;
+    qemu_mutex_unlock(&ch->lock);
+    return more;
+}
+
+static void ft_diverged(ReplayStream *s, const char *msg)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+
+    qemu_mutex_lock(&ch->lock);
+    ft_diverged_locked(ch, s->icount, msg);
+    qemu_mutex_unlock(&ch->lock);
+}
+
+/*
+ * Join the primary's sender once it stopped (the state is no longer
+ * streaming), whichever of ft_close() and a detach comes first; the
+ * other waits for it.  Without ch->lock, which the sender needs.
+ */
+void ft_join_tx(FtChannel *ch)
+{
+    qemu_mutex_lock(&ch->join_lock);
+    if (ch->tx_started) {
+        qemu_thread_join(&ch->tx_thread);
+        ch->tx_started = false;
+    }
+    qemu_mutex_unlock(&ch->join_lock);
+}
+
+static void ft_close(ReplayStream *s)
+{
+    FtChannel *ch = container_of(s, FtChannel, stream);
+    int64_t deadline = ft_now_ns() + FT_CLOSE_DRAIN_MS * SCALE_MS;
+    bool rx_started;
+
+    qemu_mutex_lock(&ch->lock);
+    ch->closing = true;
+    if (ch->role == FT_ROLE_PRIMARY && ch->state == FT_STATE_STREAMING) {
+        /* Orderly end: everything sent and acknowledged, then END. */
+        qemu_cond_broadcast(&ch->tx_cond);
+        while (ch->state == FT_STATE_STREAMING && ch->acked < ch->written &&
+               ft_now_ns() < deadline) {
+            qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
+        }
+        if (ch->state == FT_STATE_STREAMING && ch->acked == ch->written) {
+            int fd = ch->fd;
+            uint64_t end = ch->written;
+
+            ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
+            qemu_cond_broadcast(&ch->tx_cond);
+            qemu_mutex_unlock(&ch->lock);
+            ft_join_tx(ch);
+            ft_send_frame(fd, FT_FRAME_END, 0, ch->gen, end, NULL, 0);
+            qemu_mutex_lock(&ch->lock);
+        }
+    }
+    if (ch->state == FT_STATE_STREAMING || ch->state == FT_STATE_WAITING) {
+        ft_set_state(ch, ch->state, FT_STATE_ENDED);
+    }
+    qemu_cond_broadcast(&ch->tx_cond);
+    ft_shutdown_fd(ch->fd);
+    ft_shutdown_listener(ch);
+    qemu_cond_broadcast(&ch->cond);
+    /* No connection is attached once the state left waiting. */
+    rx_started = ch->rx_started;
+    qemu_mutex_unlock(&ch->lock);
+    ft_join_tx(ch);
+    if (rx_started) {
+        qemu_thread_join(&ch->rx_thread);
+    }
+    /* The accept thread may be blocked in accept(); leave it. */
+}
+
+const ReplayStreamOps ft_primary_ops = {
+    .write = ft_write,
+    .throttle = ft_throttle,
+    .close = ft_close,
+};
+
+const ReplayStreamOps ft_backup_ops = {
+    .read = ft_read,
+    .avail = ft_avail,
+    .wait = ft_wait,
+    .diverged = ft_diverged,
+    .close = ft_close,
+};
