@@ -10,6 +10,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "qemu/main-loop.h"
 #include "hw/core/cpu.h"
 #include "ft-bytes.h"
@@ -20,7 +21,7 @@ void *ft_backup_rx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
     FtReader *r = ch->reader;
-    int fd = ch->fd;
+    QIOChannel *ioc = ch->ioc;
     int64_t last_rx = ft_now_ns();
     int64_t last_tx = 0;
     uint64_t acked = 0;
@@ -35,7 +36,7 @@ void *ft_backup_rx_thread(void *opaque)
         uint64_t pos;
         bool delivered = false;
 
-        ret = ft_read_frame(fd, r, r->pos < r->len ? 0 : wait_ms, &h,
+        ret = ft_read_frame(ioc, r, r->pos < r->len ? 0 : wait_ms, &h,
                             &payload);
         qemu_mutex_lock(&ch->lock);
         if (ch->state != FT_STATE_STREAMING) {
@@ -43,7 +44,7 @@ void *ft_backup_rx_thread(void *opaque)
             break;
         }
         if (ret < 0) {
-            g_autofree char *why = ft_read_error(ret);
+            g_autofree char *why = ft_read_error(r, ret);
 
             ft_lost_locked(ch, why);
             qemu_mutex_unlock(&ch->lock);
@@ -132,12 +133,14 @@ void *ft_backup_rx_thread(void *opaque)
              (icount != reported && ft_now_ns() - last_tx >= FT_REPORT_NS) ||
              ft_now_ns() - last_tx >= ch->heartbeat_ms * SCALE_MS)) {
             uint8_t type = pos != acked ? FT_FRAME_ACK : FT_FRAME_HEARTBEAT;
+            Error *err = NULL;
 
             reported = icount;
-            ret = ft_send_u64(ch, fd, type, pos, icount);
-            if (ret < 0) {
-                g_autofree char *why = g_strdup_printf("sending: %s",
-                                                       strerror(-ret));
+            if (!ft_send_u64(ch, ioc, type, pos, icount, &err)) {
+                g_autofree char *why = g_strdup_printf(
+                    "sending: %s", error_get_pretty(err));
+
+                error_free(err);
                 ft_lost(ch, why);
                 break;
             }

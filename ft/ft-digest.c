@@ -33,7 +33,7 @@ void ft_diverged_locked(FtChannel *ch, uint64_t icount,
     ch->error = g_strdup_printf("diverged: %s", what);
     ft_queue_event(ch, FT_EV_DIVERGED, what, icount);
     /* A diverged backup is of no use to the primary: let it go. */
-    ft_shutdown_fd(ch->fd);
+    ft_shutdown_ioc(ch->ioc);
     qemu_cond_broadcast(&ch->cond);
 }
 

@@ -213,7 +213,7 @@ void ft_lost_locked(FtChannel *ch, const char *reason)
     g_free(ch->error);
     ch->error = g_strdup(reason);
     ft_queue_event(ch, FT_EV_LOST, reason, ft_position_locked(ch));
-    ft_shutdown_fd(ch->fd);
+    ft_shutdown_ioc(ch->ioc);
     if (ch->role == FT_ROLE_PRIMARY) {
         /* Nobody will read it: free the log, the vCPU runs freely. */
         g_free(ch->buf);
@@ -243,17 +243,18 @@ void ft_lost(FtChannel *ch, const char *reason)
 static void ft_detach_end(FtChannel *ch)
 {
     uint64_t end;
-    int fd;
+    QIOChannel *ioc;
 
     /* The sender stops once the state is not streaming. */
     ft_join_tx(ch);
     qemu_mutex_lock(&ch->lock);
-    fd = ch->fd;
+    ioc = ch->ioc;
     end = ch->sent;
     qemu_mutex_unlock(&ch->lock);
-    if (fd >= 0) {
-        ft_send_frame(fd, FT_FRAME_END, 0, ch->gen, end, NULL, 0);
-        ft_shutdown_fd(fd);
+    if (ioc) {
+        /* Best effort: the backup detaches on END or on the close. */
+        ft_send_frame(ioc, FT_FRAME_END, 0, ch->gen, end, NULL, 0, NULL);
+        ft_shutdown_ioc(ioc);
     }
 }
 
@@ -276,7 +277,7 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
 
         ft_set_state(ch, ch->state, FT_STATE_HALTED);
         ft_queue_event(ch, FT_EV_HALT, why, 0);
-        ft_shutdown_fd(ch->fd);
+        ft_shutdown_ioc(ch->ioc);
     } else if (ch->role == FT_ROLE_PRIMARY) {
         info_report("ft: primary: won the lock of generation %u; running on "
                     "alone, unprotected", ch->gen);
@@ -288,7 +289,7 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
         /* goes live once all log received is played */
         ch->golive_pending = true;
         /* A planned switch-over: let the primary go now. */
-        ft_shutdown_fd(ch->fd);
+        ft_shutdown_ioc(ch->ioc);
         qemu_bh_schedule(ch->bh);
     }
     qemu_cond_broadcast(&ch->cond);

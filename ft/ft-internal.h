@@ -128,6 +128,7 @@ typedef struct FtReader {
     uint8_t buf[64 * KiB];
     size_t len;
     size_t pos;
+    Error *err;             /* why the last read failed (FT_SOCK_ERR(EIO)) */
 } FtReader;
 
 /*
@@ -153,6 +154,9 @@ struct FtChannel {
     char *addr_str;                 /* fixed */
     bool server;                    /* fixed */
     bool wait;                      /* fixed */
+    char *tls_creds;                /* fixed: the chardev's tls-creds */
+    char *tls_authz;                /* fixed: the chardev's tls-authz */
+    char *tls_hostname;             /* fixed: the server name a client checks */
     uint32_t heartbeat_ms;          /* fixed */
     uint32_t timeout_ms;            /* fixed */
     uint64_t max_lag_ms;            /* fixed */
@@ -192,7 +196,12 @@ struct FtChannel {
     FtState state;
     char *error;                    /* lock */
     QIOChannelSocket *conn;         /* lock */
-    int fd;                         /* lock; the threads copy it at start */
+    /*
+     * The connection's I/O channel: @conn itself, or a TLS channel over
+     * it.  Set once per connection with ch->lock held, and holds its
+     * reference until the channel is freed; the threads copy it at start.
+     */
+    QIOChannel *ioc;                /* lock */
     char *peer_str;                 /* lock */
     FtProto proto;                  /* lock */
     FtReader *reader;               /* lock to attach; then rx */
@@ -325,15 +334,16 @@ void ft_setup_insns(FtChannel *ch);
 
 /* ft-transport.c: every socket call; none with ch->lock held */
 bool ft_connect(FtChannel *ch, Error **errp);
-int ft_send_frame(int fd, uint8_t type, uint16_t flags, uint32_t gen,
-                  uint64_t offset, const void *payload, uint32_t len);
-int ft_send_u64(FtChannel *ch, int fd, uint8_t type, uint64_t offset,
-                uint64_t value);
-int ft_read_frame(int fd, FtReader *r, int timeout_ms, FtFrameHeader *h,
-                  const uint8_t **payload);
-char *ft_read_error(int ret);
-/* Wake whoever waits on @fd, and end the connection (fd < 0: nothing). */
-void ft_shutdown_fd(int fd);
+bool ft_send_frame(QIOChannel *ioc, uint8_t type, uint16_t flags,
+                   uint32_t gen, uint64_t offset, const void *payload,
+                   uint32_t len, Error **errp);
+bool ft_send_u64(FtChannel *ch, QIOChannel *ioc, uint8_t type,
+                 uint64_t offset, uint64_t value, Error **errp);
+int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
+                  FtFrameHeader *h, const uint8_t **payload);
+char *ft_read_error(FtReader *r, int ret);
+/* Wake whoever waits on @ioc, and end the connection (NULL: nothing). */
+void ft_shutdown_ioc(QIOChannel *ioc);
 void ft_shutdown_listener(FtChannel *ch);
 
 /* ft-stream.c */

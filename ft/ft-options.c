@@ -30,7 +30,61 @@
 
 FtChannel *ft_channel;
 
-static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
+/* Is @addr reachable only from this host: loopback or a UNIX socket? */
+static bool ft_addr_is_local(const SocketAddress *addr)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    const char *host;
+
+    switch (addr->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        return true;
+    case SOCKET_ADDRESS_TYPE_INET:
+        host = addr->u.inet.host;
+        if (!strcmp(host, "localhost")) {
+            return true;
+        }
+        if (inet_pton(AF_INET, host, &a4) == 1) {
+            return (ntohl(a4.s_addr) >> 24) == 127;
+        }
+        return inet_pton(AF_INET6, host, &a6) == 1 &&
+               IN6_IS_ADDR_LOOPBACK(&a6);
+    default:
+        /* A passed file descriptor or vsock: could lead anywhere */
+        return false;
+    }
+}
+
+/*
+ * The log carries every input of the guest, and whoever speaks on the
+ * channel drives the backup: without TLS, only a local address, unless
+ * the user says the network is trusted.
+ */
+static bool ft_check_transport(FtChannel *ch, const char *id, bool insecure,
+                               Error **errp)
+{
+    if (ch->tls_creds || ft_addr_is_local(ch->addr)) {
+        return true;
+    }
+    if (!insecure) {
+        error_setg(errp, "rrchardev: chardev '%s' is on %s without TLS: "
+                   "anyone who can reach it could read every input of the "
+                   "guest, or drive a backup", id, ch->addr_str);
+        error_append_hint(errp, "Give the chardev tls-creds (and "
+                          "tls-authz on its server), or add rrinsecure=on "
+                          "to -icount if that network is trusted.\n");
+        return false;
+    }
+    warn_report("ft: the logging channel on %s is neither encrypted nor "
+                "authenticated (rrinsecure=on): anyone on that network can "
+                "read the guest's inputs or impersonate the peer",
+                ch->addr_str);
+    return true;
+}
+
+static bool ft_parse_chardev(FtChannel *ch, const char *id, bool insecure,
+                             Error **errp)
 {
     QemuOpts *copts = qemu_opts_find(qemu_find_opts("chardev"), id);
     g_autoptr(ChardevBackend) backend = NULL;
@@ -49,11 +103,11 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
         return false;
     }
     sock = backend->u.socket.data;
-    if (sock->tls_creds || sock->has_telnet || sock->has_tn3270 ||
-        sock->has_websocket || sock->has_reconnect_ms ||
-        sock->has_reconnect) {
+    if (sock->has_telnet || sock->has_tn3270 || sock->has_websocket ||
+        sock->has_reconnect_ms || sock->has_reconnect) {
         error_setg(errp, "rrchardev: chardev '%s': only the address, "
-                   "server and wait options are supported", id);
+                   "server, wait, tls-creds and tls-authz options are "
+                   "supported", id);
         return false;
     }
     ch->addr = socket_address_flatten(sock->addr);
@@ -63,6 +117,21 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
         ch->addr_str = g_strdup_printf("unix:%s", ch->addr->u.q_unix.path);
     } else {
         ch->addr_str = socket_uri(ch->addr);
+    }
+    if (sock->tls_authz && (!sock->tls_creds || !ch->server)) {
+        error_setg(errp, "rrchardev: chardev '%s': tls-authz needs "
+                   "tls-creds, on the server side", id);
+        return false;
+    }
+    ch->tls_creds = g_strdup(sock->tls_creds);
+    ch->tls_authz = g_strdup(sock->tls_authz);
+    if (ch->tls_creds && !ch->server &&
+        ch->addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        /* The name the server's certificate must carry */
+        ch->tls_hostname = g_strdup(ch->addr->u.inet.host);
+    }
+    if (!ft_check_transport(ch, id, insecure, errp)) {
+        return false;
     }
     /* The chardev only names the address: do not create it. */
     qemu_opts_del(copts);
@@ -204,7 +273,6 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     ch->stream.flush_bytes = 0;
     ch->stream.flush_ns = 0;
     ch->role = writer ? FT_ROLE_PRIMARY : FT_ROLE_BACKUP;
-    ch->fd = -1;
     qatomic_set(&ch->state, FT_STATE_WAITING);  /* the initial state */
     qemu_mutex_init(&ch->lock);
     qemu_mutex_init(&ch->join_lock);
@@ -217,7 +285,9 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
         memcpy(ch->vm_id, qemu_uuid.data, sizeof(ch->vm_id));
     }
     if (!ft_parse_opts(ch, opts, errp) ||
-        !ft_parse_chardev(ch, chardev, errp)) {
+        !ft_parse_chardev(ch, chardev,
+                          qemu_opt_get_bool(opts, "rrinsecure", false),
+                          errp)) {
         goto fail;
     }
     g_free(ch->stream.name);

@@ -11,6 +11,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "ft-bytes.h"
 #include "ft-internal.h"
 
@@ -51,7 +52,8 @@ void *ft_primary_tx_thread(void *opaque)
 
     qemu_mutex_lock(&ch->lock);
     while (ch->state == FT_STATE_STREAMING) {
-        int fd = ch->fd;
+        QIOChannel *ioc = ch->ioc;
+        Error *err = NULL;
         uint64_t off = ch->sent;
         uint64_t icount = qatomic_read(&ch->stream.icount);
         uint64_t released = ch->released;
@@ -63,7 +65,7 @@ void *ft_primary_tx_thread(void *opaque)
         int64_t hb_due = last_hb + ch->heartbeat_ms * SCALE_MS;
         uint16_t flags = 0;
         uint32_t len = 0;
-        int ret;
+        bool ok;
 
         if (released != hb_released) {
             hb_due = MIN(hb_due, last_hb + FT_REPORT_NS);
@@ -96,27 +98,29 @@ void *ft_primary_tx_thread(void *opaque)
         qemu_mutex_unlock(&ch->lock);
 
         if (config) {
-            ret = ft_send_frame(fd, FT_FRAME_CONFIG, 0, ch->gen, off,
-                                (uint8_t *)config, strlen(config));
+            ok = ft_send_frame(ioc, FT_FRAME_CONFIG, 0, ch->gen, off,
+                               (uint8_t *)config, strlen(config), &err);
         } else if (len) {
-            ret = ft_send_frame(fd, FT_FRAME_DATA, flags, ch->gen, off,
-                                frame, len);
+            ok = ft_send_frame(ioc, FT_FRAME_DATA, flags, ch->gen, off,
+                               frame, len, &err);
             last_data = ft_now_ns();
         } else {
             uint8_t p[16];
 
             ft_put_le64(p, icount);
             ft_put_le64(p + 8, released);
-            ret = ft_send_frame(fd, FT_FRAME_HEARTBEAT, 0, ch->gen, off,
-                                p, sizeof(p));
+            ok = ft_send_frame(ioc, FT_FRAME_HEARTBEAT, 0, ch->gen, off,
+                               p, sizeof(p), &err);
             last_hb = ft_now_ns();
             hb_released = released;
         }
 
         qemu_mutex_lock(&ch->lock);
-        if (ret < 0) {
+        if (!ok) {
             g_autofree char *why = g_strdup_printf("sending: %s",
-                                                   strerror(-ret));
+                                                   error_get_pretty(err));
+
+            error_free(err);
             ft_lost_locked(ch, why);
             break;
         }
@@ -130,12 +134,12 @@ void *ft_primary_rx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
     FtReader *r = ch->reader;
-    int fd = ch->fd;
+    QIOChannel *ioc = ch->ioc;
 
     for (;;) {
         FtFrameHeader h;
         const uint8_t *payload;
-        int ret = ft_read_frame(fd, r, ch->timeout_ms, &h, &payload);
+        int ret = ft_read_frame(ioc, r, ch->timeout_ms, &h, &payload);
 
         qemu_mutex_lock(&ch->lock);
         if (ch->state != FT_STATE_STREAMING) {
@@ -146,7 +150,7 @@ void *ft_primary_rx_thread(void *opaque)
             g_autofree char *why = ret == 0 ?
                 g_strdup_printf("no ACK or heartbeat for %u ms",
                                 ch->timeout_ms) :
-                ft_read_error(ret);
+                ft_read_error(r, ret);
 
             if (ch->closing && ret == FT_SOCK_ERR(EPIPE)) {
                 qemu_mutex_unlock(&ch->lock);

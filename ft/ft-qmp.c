@@ -179,7 +179,7 @@ void qmp_x_ft_detach(Error **errp)
     } else {
         trace_ft_qmp_detach("backup");
         ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_DETACHED);
-        ft_shutdown_fd(ch->fd);
+        ft_shutdown_ioc(ch->ioc);
         if (first_cpu) {
             qemu_cpu_kick(first_cpu);
         }

@@ -262,14 +262,15 @@ static void ft_close(ReplayStream *s)
             qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
         }
         if (ch->state == FT_STATE_STREAMING && ch->acked == ch->written) {
-            int fd = ch->fd;
+            QIOChannel *ioc = ch->ioc;
             uint64_t end = ch->written;
 
             ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
             qemu_cond_broadcast(&ch->tx_cond);
             qemu_mutex_unlock(&ch->lock);
             ft_join_tx(ch);
-            ft_send_frame(fd, FT_FRAME_END, 0, ch->gen, end, NULL, 0);
+            /* Best effort: without END the backup sees the close. */
+            ft_send_frame(ioc, FT_FRAME_END, 0, ch->gen, end, NULL, 0, NULL);
             qemu_mutex_lock(&ch->lock);
         }
     }
@@ -277,7 +278,7 @@ static void ft_close(ReplayStream *s)
         ft_set_state(ch, ch->state, FT_STATE_ENDED);
     }
     qemu_cond_broadcast(&ch->tx_cond);
-    ft_shutdown_fd(ch->fd);
+    ft_shutdown_ioc(ch->ioc);
     ft_shutdown_listener(ch);
     qemu_cond_broadcast(&ch->cond);
     /* No connection is attached once the state left waiting. */

@@ -10,17 +10,27 @@
  */
 
 #include "qemu/osdep.h"
-#include <poll.h>
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/sockets.h"
+#include "crypto/tlscreds.h"
 #include "io/channel-socket.h"
+#include "io/channel-tls.h"
+#include "qom/object_interfaces.h"
 #include "ft-bytes.h"
 #include "ft-internal.h"
 #include "trace.h"
 
-int ft_send_frame(int fd, uint8_t type, uint16_t flags, uint32_t gen,
-                  uint64_t offset, const void *payload, uint32_t len)
+/*
+ * Frame I/O goes through the connection's QIOChannel, a socket or TLS
+ * over it, in non-blocking mode: a sender whose peer stops reading waits
+ * in qio_channel_writev_full_all() until ft_shutdown_ioc() ends the
+ * connection; a reader reads first and waits only when nothing is
+ * buffered, in the socket or in the TLS session, with a deadline.
+ */
+bool ft_send_frame(QIOChannel *ioc, uint8_t type, uint16_t flags,
+                   uint32_t gen, uint64_t offset, const void *payload,
+                   uint32_t len, Error **errp)
 {
     uint8_t hdr[FT_FRAME_HDR_SIZE];
     FtFrameHeader h = {
@@ -35,45 +45,83 @@ int ft_send_frame(int fd, uint8_t type, uint16_t flags, uint32_t gen,
         { .iov_base = hdr, .iov_len = sizeof(hdr) },
         { .iov_base = (void *)payload, .iov_len = len },
     };
-    struct iovec *v = iov;
-    int cnt = len ? 2 : 1;
 
     ft_frame_encode(hdr, &h, payload);
-    while (cnt) {
-        ssize_t n = writev(fd, v, cnt);
-
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        while (cnt && (size_t)n >= v->iov_len) {
-            n -= v->iov_len;
-            v++;
-            cnt--;
-        }
-        if (cnt) {
-            v->iov_base = (uint8_t *)v->iov_base + n;
-            v->iov_len -= n;
-        }
-    }
-    return 0;
+    return qio_channel_writev_full_all(ioc, iov, len ? 2 : 1, NULL, 0, 0,
+                                       errp) == 0;
 }
 
-int ft_send_u64(FtChannel *ch, int fd, uint8_t type, uint64_t offset,
-                uint64_t value)
+bool ft_send_u64(FtChannel *ch, QIOChannel *ioc, uint8_t type,
+                 uint64_t offset, uint64_t value, Error **errp)
 {
     uint8_t p[8];
 
     ft_put_le64(p, value);
-    return ft_send_frame(fd, type, 0, ch->gen, offset, p, sizeof(p));
+    return ft_send_frame(ioc, type, 0, ch->gen, offset, p, sizeof(p), errp);
 }
 
-int ft_read_frame(int fd, FtReader *r, int timeout_ms,
+static gboolean ft_flag_io(QIOChannel *ioc, GIOCondition cond, gpointer flag)
+{
+    *(bool *)flag = true;
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean ft_flag(gpointer flag)
+{
+    *(bool *)flag = true;
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * Run @ctx until *@done, or for @timeout_ms; returns *@done.  A
+ * private context, so that the channel's threads never touch the main
+ * loop's.
+ */
+static bool ft_run_until(GMainContext *ctx, bool *done, int timeout_ms)
+{
+    GSource *timer = g_timeout_source_new(timeout_ms);
+    bool expired = false;
+
+    g_source_set_callback(timer, ft_flag, &expired, NULL);
+    g_source_attach(timer, ctx);
+    while (!*done && !expired) {
+        g_main_context_iteration(ctx, TRUE);
+    }
+    g_source_destroy(timer);
+    g_source_unref(timer);
+    return *done;
+}
+
+/* Wait up to @timeout_ms for input (or the end) on @ioc. */
+static bool ft_wait_input(QIOChannel *ioc, int timeout_ms)
+{
+    GMainContext *ctx;
+    GSource *src;
+    bool ready = false;
+
+    if (timeout_ms <= 0) {
+        return false;
+    }
+    ctx = g_main_context_new();
+    src = qio_channel_create_watch(ioc, G_IO_IN | G_IO_HUP | G_IO_ERR);
+    g_source_set_callback(src, (GSourceFunc)ft_flag_io, &ready, NULL);
+    g_source_attach(src, ctx);
+    ft_run_until(ctx, &ready, timeout_ms);
+    g_source_destroy(src);
+    g_source_unref(src);
+    g_main_context_unref(ctx);
+    return ready;
+}
+
+int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
                   FtFrameHeader *h, const uint8_t **payload)
 {
+    int64_t deadline = ft_now_ns() + (int64_t)timeout_ms * SCALE_MS;
+
     for (;;) {
+        Error *err = NULL;
+        ssize_t got;
+
         if (r->pos < r->len) {
             size_t used = 0;
             int ret = ft_frame_decoder_feed(&r->dec, r->buf + r->pos,
@@ -85,25 +133,19 @@ int ft_read_frame(int fd, FtReader *r, int timeout_ms,
                 return ret;
             }
         }
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        int n = poll(&pfd, 1, timeout_ms);
-        ssize_t got;
+        got = qio_channel_read(ioc, (char *)r->buf, sizeof(r->buf), &err);
+        if (got == QIO_CHANNEL_ERR_BLOCK) {
+            int64_t left_ms = (deadline - ft_now_ns()) / SCALE_MS;
 
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
+            if (left_ms <= 0 || !ft_wait_input(ioc, left_ms)) {
+                return 0;
             }
-            return FT_SOCK_ERR(errno);
+            continue;
         }
-        if (n == 0) {
-            return 0;
-        }
-        got = read(fd, r->buf, sizeof(r->buf));
         if (got < 0) {
-            if (errno == EINTR || errno == EAGAIN) {
-                continue;
-            }
-            return FT_SOCK_ERR(errno);
+            error_free(r->err);
+            r->err = err;
+            return FT_SOCK_ERR(EIO);
         }
         if (got == 0) {
             return FT_SOCK_ERR(EPIPE);
@@ -113,10 +155,13 @@ int ft_read_frame(int fd, FtReader *r, int timeout_ms,
     }
 }
 
-char *ft_read_error(int ret)
+char *ft_read_error(FtReader *r, int ret)
 {
     if (ret == FT_SOCK_ERR(EPIPE)) {
         return g_strdup("connection closed by peer");
+    }
+    if (ret == FT_SOCK_ERR(EIO) && r->err) {
+        return g_strdup(error_get_pretty(r->err));
     }
     if (ret <= FT_SOCK_ERR(0)) {
         return g_strdup_printf("socket error: %s",
@@ -125,10 +170,10 @@ char *ft_read_error(int ret)
     return g_strdup_printf("bad frame: %s", ft_frame_strerror(ret));
 }
 
-void ft_shutdown_fd(int fd)
+void ft_shutdown_ioc(QIOChannel *ioc)
 {
-    if (fd >= 0) {
-        shutdown(fd, SHUT_RDWR);
+    if (ioc) {
+        qio_channel_shutdown(ioc, QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
     }
 }
 
@@ -136,12 +181,13 @@ void ft_shutdown_fd(int fd)
 void ft_shutdown_listener(FtChannel *ch)
 {
     if (ch->listener) {
-        shutdown(ch->listener->fd, SHUT_RDWR);
+        qio_channel_shutdown(QIO_CHANNEL(ch->listener),
+                             QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
     }
 }
 
 /* Handshake, without ch->lock: send our HELLO and check the peer's. */
-static bool ft_handshake(FtChannel *ch, int fd, FtProto *proto,
+static bool ft_handshake(FtChannel *ch, QIOChannel *ioc, FtProto *proto,
                          FtReader *r, Error **errp)
 {
     FtHello local = {
@@ -160,19 +206,18 @@ static bool ft_handshake(FtChannel *ch, int fd, FtProto *proto,
     memcpy(local.vm_id, ch->vm_id, sizeof(local.vm_id));
     ft_proto_init(proto, &local);
     ft_hello_encode(hello, &local);
-    ret = ft_send_frame(fd, FT_FRAME_HELLO, 0, ch->gen, 0, hello,
-                        sizeof(hello));
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "sending HELLO");
+    if (!ft_send_frame(ioc, FT_FRAME_HELLO, 0, ch->gen, 0, hello,
+                       sizeof(hello), errp)) {
+        error_prepend(errp, "sending HELLO: ");
         return false;
     }
-    ret = ft_read_frame(fd, r, MAX(FT_HANDSHAKE_MS, ch->timeout_ms), &h,
+    ret = ft_read_frame(ioc, r, MAX(FT_HANDSHAKE_MS, ch->timeout_ms), &h,
                         &payload);
     if (ret == 0) {
         error_setg(errp, "no HELLO from the peer");
         return false;
     } else if (ret < 0) {
-        g_autofree char *why = ft_read_error(ret);
+        g_autofree char *why = ft_read_error(r, ret);
 
         error_setg(errp, "%s", why);
         return false;
@@ -184,6 +229,77 @@ static bool ft_handshake(FtChannel *ch, int fd, FtProto *proto,
     }
     /* Anything the peer sent after its HELLO is left in @r for the rx. */
     return true;
+}
+
+/* TLS, with the socket chardev's tls-creds and tls-authz */
+
+typedef struct FtTlsHandshake {
+    bool done;
+    Error *err;
+} FtTlsHandshake;
+
+static void ft_tls_done(QIOTask *task, gpointer opaque)
+{
+    FtTlsHandshake *hs = opaque;
+
+    qio_task_propagate_error(task, &hs->err);
+    hs->done = true;
+}
+
+/*
+ * Put @sioc under TLS and run the TLS handshake, within FT_HANDSHAKE_MS:
+ * a peer that stalls it has its connection shut down.  The server checks
+ * the client's certificate (x509 with verify-peer) and, with tls-authz,
+ * its name; the client checks the server's certificate and name.
+ */
+static QIOChannel *ft_tls_start(FtChannel *ch, QIOChannelSocket *sioc,
+                                Error **errp)
+{
+    Object *obj = object_resolve_path_component(object_get_objects_root(),
+                                                ch->tls_creds);
+    QCryptoTLSCreds *creds;
+    QIOChannelTLS *tioc;
+    GMainContext *ctx;
+    FtTlsHandshake hs = { 0 };
+
+    creds = obj ? (QCryptoTLSCreds *)object_dynamic_cast(
+                      obj, TYPE_QCRYPTO_TLS_CREDS) : NULL;
+    if (!creds) {
+        error_setg(errp, "no TLS credentials object '%s'", ch->tls_creds);
+        return NULL;
+    }
+    if (ch->server) {
+        tioc = qio_channel_tls_new_server(QIO_CHANNEL(sioc), creds,
+                                          ch->tls_authz, errp);
+    } else {
+        tioc = qio_channel_tls_new_client(QIO_CHANNEL(sioc), creds,
+                                          ch->tls_hostname, errp);
+    }
+    if (!tioc) {
+        return NULL;
+    }
+    qio_channel_set_name(QIO_CHANNEL(tioc), "ft-tls");
+    ctx = g_main_context_new();
+    qio_channel_tls_handshake(tioc, ft_tls_done, &hs, NULL, ctx);
+    if (!ft_run_until(ctx, &hs.done, FT_HANDSHAKE_MS)) {
+        /* The handshake fails at once on a shut-down socket. */
+        qio_channel_shutdown(QIO_CHANNEL(sioc), QIO_CHANNEL_SHUTDOWN_BOTH,
+                             NULL);
+        while (!hs.done) {
+            g_main_context_iteration(ctx, TRUE);
+        }
+        error_free(hs.err);
+        hs.err = NULL;
+        error_setg(&hs.err, "no TLS handshake within %d ms", FT_HANDSHAKE_MS);
+    }
+    g_main_context_unref(ctx);
+    if (hs.err) {
+        error_propagate_prepend(errp, hs.err, "TLS: ");
+        object_unref(OBJECT(tioc));
+        return NULL;
+    }
+    trace_ft_tls_up(ch->server ? "server" : "client");
+    return QIO_CHANNEL(tioc);
 }
 
 /* Connections */
@@ -226,7 +342,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     g_autofree char *peer = ft_peer_name(sioc);
     FtProto proto;
     FtReader *r;
-    int fd = sioc->fd;
+    QIOChannel *ioc;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->state != FT_STATE_WAITING) {
@@ -246,7 +362,8 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     }
     qemu_mutex_unlock(&ch->lock);
 
-    qio_channel_set_blocking(QIO_CHANNEL(sioc), true, NULL);
+    /* Non-blocking: every wait on the connection has a deadline. */
+    qio_channel_set_blocking(QIO_CHANNEL(sioc), false, NULL);
     /*
      * Frames are small and each one is waited for: an ACK releases held
      * output, a commit carries the event that output waits on.  Nagle's
@@ -254,28 +371,34 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
      * acknowledged, which with delayed ACKs costs up to 40 ms.
      */
     qio_channel_set_delay(QIO_CHANNEL(sioc), false);
+    if (ch->tls_creds) {
+        ioc = ft_tls_start(ch, sioc, errp);
+        if (!ioc) {
+            error_prepend(errp, "connection with %s refused: ", peer);
+            return false;
+        }
+    } else {
+        ioc = QIO_CHANNEL(sioc);
+        object_ref(OBJECT(ioc));
+    }
     r = g_new0(FtReader, 1);
     ft_frame_decoder_init(&r->dec, FT_FRAME_MAX_PAYLOAD);
-    if (!ft_handshake(ch, fd, &proto, r, errp)) {
-        ft_frame_decoder_destroy(&r->dec);
-        g_free(r);
+    if (!ft_handshake(ch, ioc, &proto, r, errp)) {
         error_prepend(errp, "connection with %s refused: ", peer);
-        return false;
+        goto refuse;
     }
     qemu_mutex_lock(&ch->lock);
     if (ch->state != FT_STATE_WAITING) {
         qemu_mutex_unlock(&ch->lock);
-        ft_frame_decoder_destroy(&r->dec);
-        g_free(r);
         error_setg(errp, "refusing connection from %s: channel is %s",
                    peer, FtState_str(ch->state));
-        return false;
+        goto refuse;
     }
     ch->proto = proto;
     ch->reader = r;
     ch->conn = sioc;
     object_ref(OBJECT(sioc));
-    ch->fd = fd;
+    ch->ioc = ioc;
     ch->peer_str = g_strdup(peer);
     ft_set_state(ch, FT_STATE_WAITING, FT_STATE_STREAMING);
     ch->config_sent = false;
@@ -287,6 +410,13 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     qemu_cond_broadcast(&ch->cond);
     qemu_mutex_unlock(&ch->lock);
     return true;
+
+refuse:
+    error_free(r->err);
+    ft_frame_decoder_destroy(&r->dec);
+    g_free(r);
+    object_unref(OBJECT(ioc));
+    return false;
 }
 
 /* A server keeps accepting, to refuse later peers with a clear error. */

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.join(TOP, 'qemu', 'python'))
 from qemu.machine import QEMUMachine  # noqa: E402
 from qemu.machine.machine import AbnormalShutdown  # noqa: E402
 
+import fttls  # noqa: E402
+
 BUILD = os.environ.get('FT_BUILD_DIR', os.path.join(TOP, 'build'))
 QEMU_BIN = os.environ.get('FT_QEMU',
                           os.path.join(BUILD, 'qemu', 'qemu-system-x86_64'))
@@ -182,6 +184,7 @@ class FTTestCase(unittest.TestCase):
     """Base class: scratch directory, guest images, VM construction."""
 
     timeout = 300
+    tls = None      # the logging channel's TLS in make_pair(): see there
 
     @classmethod
     def setUpClass(cls):
@@ -276,13 +279,17 @@ class FTTestCase(unittest.TestCase):
                   backup_args=(), rrx='', backup_rrx=None, primary_server=False,
                   memory=256, backup_memory=None, launch=True,
                   client_port=None, backup_hold=False, host='127.0.0.1',
-                  primary_wrapper=(), backup_wrapper=()):
+                  primary_wrapper=(), backup_wrapper=(), tls=None,
+                  client_host=None):
         """A primary recording to a backup that replays it live.
 
         The log goes over TCP on 127.0.0.1; by default the backup is the
         server and waits for the primary.  Unless backup_hold, the
         backup's console shows what it replays (ft-hold=off), so that
-        tests can compare it with the primary's.  Returns
+        tests can compare it with the primary's.  @tls (by default the
+        class's ``tls``) is None, 'x509' (client certificates, and the
+        server admits only the client's name) or 'psk'.  @client_host is
+        where the client connects, if not to the server's @host.  Returns
         (p, pcon, b, bcon).
         """
         port = free_tcp_port()
@@ -292,7 +299,15 @@ class FTTestCase(unittest.TestCase):
             srv_host = host
         server = f'socket,id=ftlog,host={srv_host},port={port},' \
                  'server=on,wait=on'
-        client = f'socket,id=ftlog,host={srv_host},port={client_port or port}'
+        client = f'socket,id=ftlog,host={client_host or srv_host},' \
+                 f'port={client_port or port}'
+        tls = tls or self.tls
+        if tls:
+            p_tls, b_tls = fttls.pair_args(tls, primary_server)
+            primary_args = [*p_tls, *primary_args]
+            backup_args = [*b_tls, *backup_args]
+            server += fttls.chardev_opts(tls, server=True)
+            client += fttls.chardev_opts(tls, server=False)
         p, pcon = self.make_vm(
             'primary', append, rr='record', memory=memory,
             wrapper=primary_wrapper,

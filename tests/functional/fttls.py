@@ -15,12 +15,16 @@
 
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
+import atexit
+import json
 
 DAYS = '2'
 # Where the tests run their channel: loopback, and the addresses of
 # ftfail.Netns pairs.
-SAN = 'DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.99.0.1,IP:10.99.0.2'
+SAN = 'DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.77.0.1,IP:10.77.0.2'
 
 
 def _openssl(*args, cwd):
@@ -106,7 +110,44 @@ def creds_args(kind, d, server, obj_id='tls0', authz=None):
             obj += ',username=qemu-ft'
     args = ['-object', obj]
     if authz is not None and server:
-        rules = ','.join(f'rules.{i}.match={n},rules.{i}.policy=allow'
-                         for i, n in enumerate(authz))
-        args += ['-object', f'authz-list,id=authz0,policy=deny,{rules}']
+        args += ['-object', json.dumps({
+            'qom-type': 'authz-list', 'id': 'authz0', 'policy': 'deny',
+            'rules': [{'match': n, 'policy': 'allow'} for n in authz]})]
     return args
+
+
+_PKI = None
+
+
+def pki():
+    """The credentials of this test run, made once."""
+    global _PKI
+    if _PKI is None:
+        _PKI = make_pki(tempfile.mkdtemp(prefix='ft-pki.'))
+        atexit.register(shutil.rmtree, _PKI, True)
+    return _PKI
+
+
+def pair_args(kind, primary_server=False):
+    """(primary's, backup's) -object arguments for a pair under @kind."""
+    base = pki()
+    if kind == 'x509':
+        pdir = os.path.join(base, 'primary-server' if primary_server
+                            else 'primary')
+        bdir = os.path.join(base, 'backup-client' if primary_server
+                            else 'backup')
+        client_cn = 'CN=backup' if primary_server else 'CN=primary'
+    else:
+        pdir = bdir = os.path.join(base, 'psk')
+        client_cn = None
+    authz = [client_cn] if client_cn else None
+    return (creds_args(kind, pdir, primary_server, authz=authz),
+            creds_args(kind, bdir, not primary_server, authz=authz))
+
+
+def chardev_opts(kind, server):
+    """The logging chardev's TLS options for the side that is @server."""
+    opts = ',tls-creds=tls0'
+    if server and kind == 'x509':
+        opts += ',tls-authz=authz0'
+    return opts

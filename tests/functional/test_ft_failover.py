@@ -126,8 +126,9 @@ class FailoverTest(FailoverCase):
             self.skipTest('needs root and iproute2')
         with Netns(os.getpid() % 10000) as ns:
             self.ft_server_netns = ns.names[1]
+            # Off loopback: under TLS (x509 with client certificates)
             p, pcon, b, bcon = self.make_ft_pair(
-                self.guest_args(work='ticker'), host=ns.addrs,
+                self.guest_args(work='ticker'), host=ns.addrs, tls='x509',
                 primary_wrapper=ns.wrapper(0), backup_wrapper=ns.wrapper(1))
             pcon.wait(r'TICK 2\b', 120, p)
             ns.link(False)
