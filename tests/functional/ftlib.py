@@ -238,12 +238,13 @@ class FTTestCase(unittest.TestCase):
 
     def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
                 args=(), memory=256, no_shutdown=False, icount_extra='',
-                hold=None, wrapper=()):
+                hold=None, wrapper=(), qemu=None):
         """A q35, 1 vCPU, Nehalem VM booting the test guest.
 
         Its console goes to <workdir>/<name>.console; returns (vm, console).
+        @qemu: another qemu-system-x86_64 (such as the ASan build).
         """
-        vm = QEMUMachine(QEMU_BIN, name=name, base_temp_dir=self.workdir,
+        vm = QEMUMachine(qemu or QEMU_BIN, name=name, base_temp_dir=self.workdir,
                          log_dir=self.workdir, wrapper=wrapper)
         console = Console(self.scratch(name + '.console'))
         icount = f'shift={shift}'
