@@ -127,7 +127,7 @@ void *ft_backup_rx_thread(void *opaque)
          * report how far replay got, which the primary's flow control
          * needs, every FT_REPORT_NS while it moves; heartbeat otherwise.
          */
-        icount = qatomic_read(&ch->stream.icount);
+        icount = qatomic_read(&ch->stream->stream.icount);
         if (r->pos >= r->len &&
             (pos != acked ||
              (icount != reported && ft_now_ns() - last_tx >= FT_REPORT_NS) ||

@@ -320,7 +320,7 @@ static void *ft_arb_thread(void *opaque)
     if (!ch->lock_dir) {
         /* Only a detach without rrlock gets here: nothing to win. */
         ft_arb_decided(ch, true, "nobody (no rrlock)");
-        return NULL;
+        goto out;
     }
 
     for (;;) {
@@ -360,6 +360,11 @@ static void *ft_arb_thread(void *opaque)
         }
         g_usleep(FT_ARB_RETRY_MS * 1000);
     }
+out:
+    /* The channel may be freed once this is false: the last access */
+    qemu_mutex_lock(&ch->lock);
+    ch->arb_running = false;
+    qemu_mutex_unlock(&ch->lock);
     return NULL;
 }
 
@@ -372,6 +377,7 @@ void ft_start_arbitration_locked(FtChannel *ch)
         trace_ft_arbitrating(ft_role_name(ch->role), ch->gen, ch->lock_dir);
     }
     ch->arb_started = true;
+    ch->arb_running = true;
     qemu_thread_create(&ch->arb_thread, "ft-arb", ft_arb_thread, ch,
                        QEMU_THREAD_DETACHED);
 }
@@ -382,12 +388,13 @@ static int ft_live_write(ReplayStream *s, const uint8_t *buf, size_t len)
     return 0;
 }
 
+/* At exit, on a backup that went live: the core frees @s after this. */
 static void ft_live_close(ReplayStream *s)
 {
-    FtLiveStream *ls = container_of(s, FtLiveStream, stream);
-    FtChannel *ch = ls->ch;
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
 
-    ch->stream.ops->close(&ch->stream);
+    ft_teardown(ch);
+    ft_channel_free(ch);
 }
 
 static const ReplayStreamOps ft_live_ops = {
@@ -402,8 +409,8 @@ static const ReplayStreamOps ft_live_ops = {
  */
 static void ft_go_live(FtChannel *ch)
 {
-    g_autofree char *name = g_strdup_printf("%s (live)", ch->stream.name);
-    FtLiveStream *ls = g_new0(FtLiveStream, 1);
+    g_autofree char *name = g_strdup_printf("%s (live)", ch->stream->stream.name);
+    FtStream *ls = g_new0(FtStream, 1);
     Error *err = NULL;
     GQueue kept = G_QUEUE_INIT;
     int64_t own_rt;
@@ -414,7 +421,7 @@ static void ft_go_live(FtChannel *ch)
         vm_stop(RUN_STATE_PAUSED);
     }
     replay_stream_init(&ls->stream, &ft_live_ops, name, true);
-    ls->stream.base = replay_stream_tell(&ch->stream);
+    ls->stream.base = replay_stream_tell(&ch->stream->stream);
     ls->ch = ch;
     own_rt = cpu_get_clock();
     if (!replay_go_live(&ls->stream, &err)) {
@@ -431,7 +438,7 @@ static void ft_go_live(FtChannel *ch)
 
     qemu_mutex_lock(&ch->lock);
     qatomic_store_release(&ch->live, ls);
-    ch->live_icount = qatomic_read(&ch->stream.icount);
+    ch->live_icount = qatomic_read(&ch->stream->stream.icount);
     qatomic_set(&ls->stream.icount, ch->live_icount);
     ch->golive_pending = false;
     ft_set_state(ch, ch->state, FT_STATE_LIVE);

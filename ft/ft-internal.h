@@ -106,11 +106,15 @@ typedef struct FtHeld {
     uint8_t data[];
 } FtHeld;
 
-/* The sink a backup records into once it went live */
-typedef struct FtLiveStream {
+/*
+ * A ReplayStream handed to the replay core, which frees it when it closes
+ * it: the channel's own, and the sink a backup records into once it went
+ * live.  The channel lives apart, and is freed by ft_channel_free().
+ */
+typedef struct FtStream {
     ReplayStream stream;
     FtChannel *ch;
-} FtLiveStream;
+} FtStream;
 
 typedef struct FtEvent {
     FtEventKind kind;
@@ -144,7 +148,12 @@ typedef struct FtReader {
  *             qatomic_read() or qatomic_load_acquire()
  */
 struct FtChannel {
-    ReplayStream stream;            /* the replay core's (replay mutex) */
+    /*
+     * The replay core's stream (replay mutex).  The core frees it when it
+     * closes it, unless the backup went live: then the core holds @live
+     * instead and this one is the channel's to free.
+     */
+    FtStream *stream;
 
     /* Configuration */
     FtRole role;                    /* fixed */
@@ -257,6 +266,7 @@ struct FtChannel {
     char *lock_dir;                 /* fixed */
     QemuThread arb_thread;          /* lock (detached, with arb_started) */
     bool arb_started;               /* lock */
+    bool arb_running;               /* lock: until ft-arb's last access */
     bool arb_manual;                /* lock: x-ft-go-live */
     bool detaching;                 /* lock: x-ft-detach on the primary */
     char *lock_holder;              /* lock */
@@ -270,7 +280,7 @@ struct FtChannel {
      * with qatomic_store_release() under ch->lock; the output rule and
      * ft_icount() read it with qatomic_load_acquire() without the lock.
      */
-    FtLiveStream *live;
+    FtStream *live;
     uint64_t live_icount;           /* lock */
     double failover_ms;             /* lock */
     QEMUTimer *exit_timer;          /* BQL */
@@ -302,7 +312,10 @@ struct FtChannel {
     AnnounceTimer announce;         /* BQL */
 };
 
-/* The channel, once opened (fixed: set before any vCPU runs) */
+/*
+ * The channel, once opened: set before any vCPU runs, cleared at exit by
+ * ft_channel_free() (main thread)
+ */
 extern FtChannel *ft_channel;
 
 static inline int64_t ft_now_ns(void)
@@ -324,9 +337,9 @@ static inline FtChannelRole ft_role_qapi(FtChannel *ch)
 /* Instructions executed, as of the newest release of the replay mutex */
 static inline uint64_t ft_icount(FtChannel *ch)
 {
-    FtLiveStream *live = qatomic_load_acquire(&ch->live);
+    FtStream *live = qatomic_load_acquire(&ch->live);
 
-    return qatomic_read(&(live ? &live->stream : &ch->stream)->icount);
+    return qatomic_read(&(live ? live : ch->stream)->stream.icount);
 }
 
 /* ft-options.c */
@@ -353,6 +366,8 @@ void ft_heard_locked(FtChannel *ch);
 void ft_bw_update_locked(FtChannel *ch, uint64_t bytes);
 void ft_buf_reserve(FtChannel *ch, uint64_t keep_from, size_t need);
 void ft_join_tx(FtChannel *ch);
+void ft_teardown(FtChannel *ch);
+void ft_channel_free(FtChannel *ch);
 
 /* ft-primary.c, ft-backup.c */
 void *ft_primary_tx_thread(void *opaque);

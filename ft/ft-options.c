@@ -267,11 +267,14 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
 {
     FtChannel *ch = g_new0(FtChannel, 1);
 
-    replay_stream_init(&ch->stream, writer ? &ft_primary_ops : &ft_backup_ops,
+    ch->stream = g_new0(FtStream, 1);
+    ch->stream->ch = ch;
+    replay_stream_init(&ch->stream->stream,
+                       writer ? &ft_primary_ops : &ft_backup_ops,
                        chardev, writer);
     /* Every commit point goes to the channel at once. */
-    ch->stream.flush_bytes = 0;
-    ch->stream.flush_ns = 0;
+    ch->stream->stream.flush_bytes = 0;
+    ch->stream->stream.flush_ns = 0;
     ch->role = writer ? FT_ROLE_PRIMARY : FT_ROLE_BACKUP;
     qatomic_set(&ch->state, FT_STATE_WAITING);  /* the initial state */
     qemu_mutex_init(&ch->lock);
@@ -290,8 +293,8 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
                           errp)) {
         goto fail;
     }
-    g_free(ch->stream.name);
-    ch->stream.name = g_strdup_printf("ft:%s", ch->addr_str);
+    g_free(ch->stream->stream.name);
+    ch->stream->stream.name = g_strdup_printf("ft:%s", ch->addr_str);
     ch->bh = qemu_bh_new(ft_bh, ch);
     ch->release_bh = qemu_bh_new(ft_release_bh, ch);
     g_queue_init(&ch->held);
@@ -312,7 +315,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     }
     ch->machine_done.notify = ft_machine_done;
     qemu_add_machine_init_done_notifier(&ch->machine_done);
-    return &ch->stream;
+    return &ch->stream->stream;
 
 fail:
     ft_channel = NULL;

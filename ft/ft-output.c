@@ -140,7 +140,7 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
     h->len = len;
     memcpy(h->data, buf, len);
     /* Just past the write's CHAR_WRITE event in the log */
-    h->tag = replay_stream_tell(&ch->stream);
+    h->tag = replay_stream_tell(&ch->stream->stream);
     h->t_ns = ft_now_ns();
 
     qemu_mutex_lock(&ch->lock);
@@ -166,7 +166,7 @@ static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
  */
 static bool ft_hold_push(FtChannel *ch, FtHeld *h, uint64_t *count)
 {
-    h->tag = replay_stream_tell(&ch->stream);
+    h->tag = replay_stream_tell(&ch->stream->stream);
     h->t_ns = ft_now_ns();
 
     qemu_mutex_lock(&ch->lock);

@@ -55,7 +55,7 @@ void *ft_primary_tx_thread(void *opaque)
         QIOChannel *ioc = ch->ioc;
         Error *err = NULL;
         uint64_t off = ch->sent;
-        uint64_t icount = qatomic_read(&ch->stream.icount);
+        uint64_t icount = qatomic_read(&ch->stream->stream.icount);
         uint64_t released = ch->released;
         g_autofree char *config = NULL;
         /*

@@ -11,7 +11,9 @@
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "hw/core/cpu.h"
+#include "system/system.h"
 #include "ft-internal.h"
 #include "trace.h"
 
@@ -77,7 +79,7 @@ static void ft_bound_push_locked(FtChannel *ch, uint64_t off)
 
 static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->state == FT_STATE_WAITING && !ch->wait &&
@@ -121,7 +123,7 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
  */
 static bool ft_over_bound_locked(FtChannel *ch)
 {
-    uint64_t icount = qatomic_read(&ch->stream.icount);
+    uint64_t icount = qatomic_read(&ch->stream->stream.icount);
 
     return ch->written - ch->acked > ch->max_lag_bytes ||
            (icount > ch->peer_icount &&
@@ -130,7 +132,7 @@ static bool ft_over_bound_locked(FtChannel *ch)
 
 static void ft_throttle(ReplayStream *s)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
     int64_t start = 0;
 
     ft_setup_insns(ch);
@@ -154,7 +156,7 @@ static void ft_throttle(ReplayStream *s)
 
 static size_t ft_avail(ReplayStream *s)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
     uint64_t end = qatomic_load_acquire(&ch->avail_end);
 
     if (end > ch->consumed) {
@@ -180,7 +182,7 @@ static size_t ft_avail(ReplayStream *s)
 
 static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
     size_t n;
 
     qemu_mutex_lock(&ch->lock);
@@ -200,7 +202,7 @@ static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
 
 static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
     int64_t deadline = ft_now_ns() + timeout_ns;
     bool more;
 
@@ -224,7 +226,7 @@ static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
 
 static void ft_diverged(ReplayStream *s, const char *msg)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
 
     qemu_mutex_lock(&ch->lock);
     ft_diverged_locked(ch, s->icount, msg);
@@ -246,9 +248,13 @@ void ft_join_tx(FtChannel *ch)
     qemu_mutex_unlock(&ch->join_lock);
 }
 
-static void ft_close(ReplayStream *s)
+/*
+ * End the channel: an orderly END to a backup that has everything, the
+ * connection and the listener shut down, every thread of the channel
+ * joined but a running arbitration (see ft_channel_free()).
+ */
+void ft_teardown(FtChannel *ch)
 {
-    FtChannel *ch = container_of(s, FtChannel, stream);
     int64_t deadline = ft_now_ns() + FT_CLOSE_DRAIN_MS * SCALE_MS;
     bool rx_started;
 
@@ -288,7 +294,101 @@ static void ft_close(ReplayStream *s)
     if (rx_started) {
         qemu_thread_join(&ch->rx_thread);
     }
-    /* The accept thread may be blocked in accept(); leave it. */
+    /* The listener is shut down: accept() fails, and it sees closing. */
+    if (ch->accept_started) {
+        qemu_thread_join(&ch->accept_thread);
+        ch->accept_started = false;
+    }
+}
+
+/*
+ * The one place the channel is freed, at exit, once its threads are
+ * joined.  The output rule, the filters and QMP find it only through
+ * ft_channel, which is cleared first, so none of them reaches it after.
+ * An arbitration still running (its lock storage hangs) keeps the
+ * channel: that thread may touch it until it returns, so it is left to
+ * the process's exit.
+ */
+void ft_channel_free(FtChannel *ch)
+{
+    FtHeld *h;
+    FtEvent *ev;
+
+    if (ft_channel == ch) {
+        ft_channel = NULL;
+        replay_set_output_ops(NULL);
+        replay_set_digest_ops(NULL);
+    }
+    qemu_mutex_lock(&ch->lock);
+    if (ch->arb_running) {
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    qemu_mutex_unlock(&ch->lock);
+
+    if (ch->live) {
+        /* The core closed the live sink; the channel's own is ours. */
+        g_free(ch->stream->stream.buf);
+        g_free(ch->stream->stream.name);
+        g_free(ch->stream);
+    }
+    if (ch->machine_done.notify) {
+        qemu_remove_machine_init_done_notifier(&ch->machine_done);
+    }
+    qemu_bh_delete(ch->bh);
+    qemu_bh_delete(ch->release_bh);
+    if (ch->exit_timer) {
+        timer_free(ch->exit_timer);
+    }
+    qemu_announce_timer_del(&ch->announce, false);
+    while ((h = g_queue_pop_head(&ch->held))) {
+        g_free(h);
+    }
+    while ((ev = g_queue_pop_head(&ch->events))) {
+        g_free(ev->text);
+        g_free(ev);
+    }
+    if (ch->reader) {
+        error_free(ch->reader->err);
+        ft_frame_decoder_destroy(&ch->reader->dec);
+        g_free(ch->reader);
+    }
+    if (ch->ioc) {
+        object_unref(OBJECT(ch->ioc));
+    }
+    if (ch->conn) {
+        object_unref(OBJECT(ch->conn));
+    }
+    if (ch->listener) {
+        object_unref(OBJECT(ch->listener));
+    }
+    qapi_free_SocketAddress(ch->addr);
+    g_free(ch->addr_str);
+    g_free(ch->tls_creds);
+    g_free(ch->tls_authz);
+    g_free(ch->tls_hostname);
+    g_free(ch->error);
+    g_free(ch->peer_str);
+    g_free(ch->buf);
+    g_free(ch->mismatch);
+    g_free(ch->lock_dir);
+    g_free(ch->lock_holder);
+    g_free(ch->config);
+    g_free(ch->peer_config);
+    qemu_cond_destroy(&ch->cond);
+    qemu_cond_destroy(&ch->tx_cond);
+    qemu_mutex_destroy(&ch->join_lock);
+    qemu_mutex_destroy(&ch->lock);
+    g_free(ch);
+}
+
+/* At exit: the core frees @s after this. */
+static void ft_close(ReplayStream *s)
+{
+    FtChannel *ch = container_of(s, FtStream, stream)->ch;
+
+    ft_teardown(ch);
+    ft_channel_free(ch);
 }
 
 const ReplayStreamOps ft_primary_ops = {

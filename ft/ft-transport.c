@@ -10,6 +10,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <poll.h>
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/sockets.h"
@@ -60,12 +61,6 @@ bool ft_send_u64(FtChannel *ch, QIOChannel *ioc, uint8_t type,
     return ft_send_frame(ioc, type, 0, ch->gen, offset, p, sizeof(p), errp);
 }
 
-static gboolean ft_flag_io(QIOChannel *ioc, GIOCondition cond, gpointer flag)
-{
-    *(bool *)flag = true;
-    return G_SOURCE_REMOVE;
-}
-
 static gboolean ft_flag(gpointer flag)
 {
     *(bool *)flag = true;
@@ -92,25 +87,27 @@ static bool ft_run_until(GMainContext *ctx, bool *done, int timeout_ms)
     return *done;
 }
 
-/* Wait up to @timeout_ms for input (or the end) on @ioc. */
+/*
+ * Wait up to @timeout_ms for input (or the end) on @ioc.  Called only
+ * after a read found nothing buffered, in the socket or in the TLS
+ * session, so the socket underneath tells.  A poll() of it: the receivers
+ * wait here at every frame, and a GMainContext per wait cost them enough
+ * that heartbeats were late under load.
+ */
 static bool ft_wait_input(QIOChannel *ioc, int timeout_ms)
 {
-    GMainContext *ctx;
-    GSource *src;
-    bool ready = false;
+    QIOChannelSocket *sioc;
+    struct pollfd pfd;
 
     if (timeout_ms <= 0) {
         return false;
     }
-    ctx = g_main_context_new();
-    src = qio_channel_create_watch(ioc, G_IO_IN | G_IO_HUP | G_IO_ERR);
-    g_source_set_callback(src, (GSourceFunc)ft_flag_io, &ready, NULL);
-    g_source_attach(src, ctx);
-    ft_run_until(ctx, &ready, timeout_ms);
-    g_source_destroy(src);
-    g_source_unref(src);
-    g_main_context_unref(ctx);
-    return ready;
+    if (object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_TLS)) {
+        ioc = QIO_CHANNEL_TLS(ioc)->master;
+    }
+    sioc = QIO_CHANNEL_SOCKET(ioc);
+    pfd = (struct pollfd) { .fd = sioc->fd, .events = POLLIN };
+    return poll(&pfd, 1, timeout_ms) != 0;
 }
 
 int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,

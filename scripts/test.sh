@@ -3,6 +3,9 @@
 #
 #   scripts/test.sh [pytest args...]
 #
+# FT_SANITIZE=1 runs the functional tests on QEMU built with ASan and
+# UBSan (build/qemu-asan); FT_FUZZ_SECONDS sets the fuzz run's length.
+#
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
 # 2. checkpatch on patches/, shellcheck on the scripts;
@@ -24,6 +27,14 @@ bash "$TOP/scripts/install-deps.sh" || die "dependency installation failed"
 bash "$TOP/scripts/fetch-qemu.sh" || die "fetching/patching QEMU failed"
 bash "$TOP/scripts/build-qemu.sh" || die "building QEMU failed"
 bash "$TOP/scripts/build-guest.sh" || die "building the test guest failed"
+if [ "${FT_SANITIZE:-0}" != 0 ]; then
+    # The functional tests run on an ASan+UBSan QEMU; a leak at exit is
+    # QEMU's own and not reported, any other finding ends QEMU.
+    bash "$TOP/scripts/build-qemu.sh" --sanitize || die "building QEMU with ASan failed"
+    export FT_QEMU="$BUILD_DIR/qemu-asan/qemu-system-x86_64"
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
+fi
 info "set-up done in $(( $(date +%s) - t0 ))s"
 
 rm -rf "$OUT"
@@ -66,6 +77,13 @@ for p in "$TOP"/patches/*.patch; do
     [ $rc = 0 ] || cat "$OUT/checkpatch.log"
     count "checkpatch $(basename "$p")" $rc
 done
+
+info "checkpatch -f on ft/"
+"$TOP/qemu/scripts/checkpatch.pl" --no-summary -q -f "$TOP"/ft/*.c "$TOP"/ft/*.h \
+    >"$OUT/checkpatch-ft.log" 2>&1
+rc=$?
+grep -E "^(ERROR|WARNING)" "$OUT/checkpatch-ft.log"
+count "checkpatch -f ft/" $rc
 
 info "shellcheck on the scripts"
 (cd "$TOP" && shellcheck scripts/*.sh guest/init .ci/run)

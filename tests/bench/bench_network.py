@@ -12,9 +12,11 @@
 # no record/replay and no backup.  Both sides of the protected pair share
 # this host's cores.  Compare with the paper's Table 3 (1 Gbit/s logging
 # link): receive 940 -> 604 Mbit/s, transmit 940 -> 855 Mbit/s.
+# With --tls x509|psk, a third run puts the same pair's logging channel
+# under TLS, and the TLS pair is compared with the clear-text pair.
 # Not a test: nothing is asserted.
 #
-#   python3 tests/bench/bench_network.py [--seconds S]
+#   python3 tests/bench/bench_network.py [--seconds S] [--tls x509|psk]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -41,7 +43,7 @@ def measure(net, what, seconds):
     return json.loads(out)
 
 
-def run(protected, seconds):
+def run(protected, seconds, tls=None):
     tc = BenchRun()
     tc.setUp()
     net = BridgeNet(os.getpid() % 1000)
@@ -53,7 +55,7 @@ def run(protected, seconds):
         if protected:
             p, pcon, b, bcon = tc.make_ft_pair(
                 append, primary_args=net.nic_args(0),
-                backup_args=net.nic_args(1))
+                backup_args=net.nic_args(1), tls=tls)
         else:
             p, pcon = tc.make_vm('plain', append, args=[
                 '-netdev', f'tap,id=n0,ifname={net.taps[0]},script=no,'
@@ -91,6 +93,8 @@ def run(protected, seconds):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=10)
+    ap.add_argument('--tls', choices=('x509', 'psk'),
+                    help='also run the pair under TLS and compare')
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('needs root (taps, bridge, network namespaces)')
@@ -112,6 +116,22 @@ def main():
           f'{p["log_mbps"]:12.2f}')
     print('paper (Table 3, 1 Gbit/s logging link): receive 940 -> 604 '
           '(0.64), transmit 940 -> 855 (0.91)')
+    if not a.tls:
+        return
+    t = run(True, a.seconds, tls=a.tls)
+    print(f'{a.tls}:        ', json.dumps(t), flush=True)
+    print()
+    print(f'{"figure":36} {"clear text":>12} {a.tls:>12} {"ratio":>7}')
+    rows = [('echo RTT p50 ms', p['rtt']['rtt_p50_ms'], t['rtt']['rtt_p50_ms']),
+            ('echo RTT p99 ms', p['rtt']['rtt_p99_ms'], t['rtt']['rtt_p99_ms']),
+            ('receive (client -> guest) Mbit/s', p['rx']['mbps'],
+             t['rx']['mbps']),
+            ('transmit (guest -> client) Mbit/s', p['tx']['mbps'],
+             t['tx']['mbps']),
+            ('log bandwidth during receive Mbit/s', p['log_mbps'],
+             t['log_mbps'])]
+    for name, a_, b_ in rows:
+        print(f'{name:36} {a_:12.2f} {b_:12.2f} {b_ / a_:7.2f}')
 
 
 if __name__ == '__main__':
