@@ -409,7 +409,8 @@ static const ReplayStreamOps ft_live_ops = {
  */
 static void ft_go_live(FtChannel *ch)
 {
-    g_autofree char *name = g_strdup_printf("%s (live)", ch->stream->stream.name);
+    g_autofree char *name = g_strdup_printf("%s (live)",
+                                            ch->stream->stream.name);
     FtStream *ls = g_new0(FtStream, 1);
     Error *err = NULL;
     GQueue kept = G_QUEUE_INIT;

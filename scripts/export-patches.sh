@@ -16,7 +16,7 @@ Q="$TOP/qemu"
     die "qemu/ has uncommitted changes; commit them first"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-git -C "$Q" format-patch -q --zero-commit --no-signature -N \
+git -C "$Q" format-patch -q --zero-commit --no-signature -N --full-index \
     --src-prefix=a/ --dst-prefix=b/ -o "$tmp" "$QEMU_BASE_TAG..HEAD"
 shopt -s nullglob
 if [ "${1:-}" = "--check" ]; then
