@@ -90,6 +90,23 @@ def run(protected, seconds, tls=None):
     return res
 
 
+def table(name_a, a, name_b, b, log=False):
+    """Print the figures of runs @a and @b side by side, with ratios."""
+    print()
+    print(f'{"figure":36} {name_a:>12} {name_b:>12} {"ratio":>7}')
+    rows = [('echo RTT p50 ms', 'rtt', 'rtt_p50_ms'),
+            ('echo RTT p99 ms', 'rtt', 'rtt_p99_ms'),
+            ('receive (client -> guest) Mbit/s', 'rx', 'mbps'),
+            ('transmit (guest -> client) Mbit/s', 'tx', 'mbps')]
+    for label, run_key, fig in rows:
+        x, y = a[run_key][fig], b[run_key][fig]
+        print(f'{label:36} {x:12.2f} {y:12.2f} {y / x:7.2f}')
+    if log:
+        x, y = a['log_mbps'], b['log_mbps']
+        print(f'{"log bandwidth during receive Mbit/s":36} {x:12.2f} '
+              f'{y:12.2f} {y / x:7.2f}')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=10)
@@ -102,16 +119,7 @@ def main():
     print('unprotected:', json.dumps(u), flush=True)
     p = run(True, a.seconds)
     print('protected:  ', json.dumps(p), flush=True)
-    print()
-    print(f'{"figure":36} {"unprotected":>12} {"protected":>12} {"ratio":>7}')
-    rows = [('echo RTT p50 ms', u['rtt']['rtt_p50_ms'], p['rtt']['rtt_p50_ms']),
-            ('echo RTT p99 ms', u['rtt']['rtt_p99_ms'], p['rtt']['rtt_p99_ms']),
-            ('receive (client -> guest) Mbit/s', u['rx']['mbps'],
-             p['rx']['mbps']),
-            ('transmit (guest -> client) Mbit/s', u['tx']['mbps'],
-             p['tx']['mbps'])]
-    for name, a_, b_ in rows:
-        print(f'{name:36} {a_:12.2f} {b_:12.2f} {b_ / a_:7.2f}')
+    table('unprotected', u, 'protected', p)
     print(f'{"log bandwidth during receive Mbit/s":36} {"-":>12} '
           f'{p["log_mbps"]:12.2f}')
     print('paper (Table 3, 1 Gbit/s logging link): receive 940 -> 604 '
@@ -120,18 +128,7 @@ def main():
         return
     t = run(True, a.seconds, tls=a.tls)
     print(f'{a.tls}:        ', json.dumps(t), flush=True)
-    print()
-    print(f'{"figure":36} {"clear text":>12} {a.tls:>12} {"ratio":>7}')
-    rows = [('echo RTT p50 ms', p['rtt']['rtt_p50_ms'], t['rtt']['rtt_p50_ms']),
-            ('echo RTT p99 ms', p['rtt']['rtt_p99_ms'], t['rtt']['rtt_p99_ms']),
-            ('receive (client -> guest) Mbit/s', p['rx']['mbps'],
-             t['rx']['mbps']),
-            ('transmit (guest -> client) Mbit/s', p['tx']['mbps'],
-             t['tx']['mbps']),
-            ('log bandwidth during receive Mbit/s', p['log_mbps'],
-             t['log_mbps'])]
-    for name, a_, b_ in rows:
-        print(f'{name:36} {a_:12.2f} {b_:12.2f} {b_ / a_:7.2f}')
+    table('clear text', p, a.tls, t, log=True)
 
 
 if __name__ == '__main__':

@@ -301,3 +301,19 @@ class BridgeNet:
         if popen.returncode != 0:
             raise AssertionError(f'client failed: {err[-2000:]}')
         return json.loads(out)
+
+
+class BridgedCase(FailoverCase):
+    """A failover case whose VMs have a NIC on a tap of one bridge
+    (self.net, a BridgeNet), with a client namespace beside them."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
+            self.skipTest('needs root and /dev/net/tun for taps')
+        self.net = BridgeNet(os.getpid() % 1000)
+        self.net.__enter__()
+
+    def tearDown(self):
+        super().tearDown()
+        self.net.cleanup()

@@ -16,23 +16,12 @@ import subprocess
 import time
 import unittest
 
-from ftfail import BridgeNet, FailoverCase
+from ftfail import BridgedCase
 
 KILLS = int(os.environ.get('FT_NET_KILLS', '2'))
 
 
-class NetworkFailoverTest(FailoverCase):
-
-    def setUp(self):
-        super().setUp()
-        if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
-            self.skipTest('needs root and /dev/net/tun for taps')
-        self.net = BridgeNet(os.getpid() % 1000)
-        self.net.__enter__()
-
-    def tearDown(self):
-        super().tearDown()
-        self.net.cleanup()
+class NetworkFailoverTest(BridgedCase):
 
     def start(self, rrx='', http_mb=2):
         net = self.net

@@ -11,24 +11,13 @@ import os
 import signal
 import unittest
 
-from ftfail import BridgeNet, FailoverCase
+from ftfail import BridgedCase
 
 REPORTS = ('ERROR: AddressSanitizer', 'runtime error:',
            'ERROR: LeakSanitizer', 'Segmentation fault')
 
 
-class QuitTest(FailoverCase):
-
-    def setUp(self):
-        super().setUp()
-        if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
-            self.skipTest('needs root and /dev/net/tun for taps')
-        self.net = BridgeNet(os.getpid() % 1000)
-        self.net.__enter__()
-
-    def tearDown(self):
-        super().tearDown()
-        self.net.cleanup()
+class QuitTest(BridgedCase):
 
     def pair(self):
         """A pair with filter-ft-output on its NIC and held console."""
