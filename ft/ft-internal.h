@@ -354,6 +354,8 @@ bool ft_send_u64(FtChannel *ch, QIOChannel *ioc, uint8_t type,
                  uint64_t offset, uint64_t value, Error **errp);
 int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
                   FtFrameHeader *h, const uint8_t **payload);
+FtReader *ft_reader_new(void);
+void ft_reader_free(FtReader *r);
 char *ft_read_error(FtReader *r, int ret);
 /* Wake whoever waits on @ioc, and end the connection (NULL: nothing). */
 void ft_shutdown_ioc(QIOChannel *ioc);

@@ -348,11 +348,7 @@ void ft_channel_free(FtChannel *ch)
         g_free(ev->text);
         g_free(ev);
     }
-    if (ch->reader) {
-        error_free(ch->reader->err);
-        ft_frame_decoder_destroy(&ch->reader->dec);
-        g_free(ch->reader);
-    }
+    ft_reader_free(ch->reader);
     if (ch->ioc) {
         object_unref(OBJECT(ch->ioc));
     }

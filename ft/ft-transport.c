@@ -152,6 +152,23 @@ int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
     }
 }
 
+FtReader *ft_reader_new(void)
+{
+    FtReader *r = g_new0(FtReader, 1);
+
+    ft_frame_decoder_init(&r->dec, FT_FRAME_MAX_PAYLOAD);
+    return r;
+}
+
+void ft_reader_free(FtReader *r)
+{
+    if (r) {
+        error_free(r->err);
+        ft_frame_decoder_destroy(&r->dec);
+        g_free(r);
+    }
+}
+
 char *ft_read_error(FtReader *r, int ret)
 {
     if (ret == FT_SOCK_ERR(EPIPE)) {
@@ -378,8 +395,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
         ioc = QIO_CHANNEL(sioc);
         object_ref(OBJECT(ioc));
     }
-    r = g_new0(FtReader, 1);
-    ft_frame_decoder_init(&r->dec, FT_FRAME_MAX_PAYLOAD);
+    r = ft_reader_new();
     if (!ft_handshake(ch, ioc, &proto, r, errp)) {
         error_prepend(errp, "connection with %s refused: ", peer);
         goto refuse;
@@ -409,9 +425,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     return true;
 
 refuse:
-    error_free(r->err);
-    ft_frame_decoder_destroy(&r->dec);
-    g_free(r);
+    ft_reader_free(r);
     object_unref(OBJECT(ioc));
     return false;
 }
