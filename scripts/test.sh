@@ -8,7 +8,8 @@
 #
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
-# 2. checkpatch on patches/, shellcheck on the scripts;
+# 2. checkpatch on patches/, shellcheck on the scripts, and a check that
+#    QEMU without ft/ still links (scripts/check-seam.py);
 # 3. C unit tests of ft/ (top-level meson build), and QEMU's own unit
 #    tests and qtests for the subsystems the series touches;
 # 4. a bounded libFuzzer run of the frame decoder;
@@ -92,6 +93,10 @@ count "shellcheck" $?
 info "patch series round trip (export of qemu/ == patches/)"
 bash "$TOP/scripts/export-patches.sh" --check
 count "patches round-trip" $?
+
+info "QEMU without ft/ still links (no symbol outside ft/ is defined only there)"
+python3 "$TOP/scripts/check-seam.py" "$BUILD_DIR/qemu"
+count "seam: QEMU links without ft/" $?
 
 info "unit tests (meson)"
 U="$BUILD_DIR/unit"
