@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,8 @@
 #define LOCK_VERSION    "1"
 #define UUID_LEN        36
 #define READ_MAX        4096
+/* read_small(): the path is not a regular file */
+#define NOT_REGULAR     (-1)
 
 /* Text helpers */
 
@@ -365,6 +368,9 @@ const char *ft_lock_strerror(FtLockResult r)
         return "lock record corrupt";
     case FT_LOCK_ERR_FOREIGN:
         return "lock record belongs to another VM";
+    case FT_LOCK_ERR_NOT_FILE:
+        return "lock record is not a regular file (a symlink, FIFO or "
+               "device was put in its place)";
     default:
         return "unknown lock result";
     }
@@ -443,15 +449,30 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-/* Read at most @size bytes of @path; errno. */
+/*
+ * Read at most @size bytes of @path; errno, or NOT_REGULAR for anything
+ * but a regular file.  Symlinks are not followed and nothing blocks in
+ * open(): a FIFO planted at @path cannot hang the caller.
+ */
 static int read_small(const char *path, char *buf, size_t size, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int ret = 0;
+    struct stat st;
     ssize_t n;
 
     *len = 0;
     if (fd < 0) {
-        return errno;
+        return errno == ELOOP ? NOT_REGULAR : errno;
+    }
+    if (fstat(fd, &st) < 0) {
+        ret = errno;
+        close(fd);
+        return ret;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return NOT_REGULAR;
     }
     while (*len < size) {
         n = read(fd, buf + *len, size - *len);
@@ -481,13 +502,15 @@ static int write_new_file(const char *path, const char *data, size_t len,
 {
     int fd, ret;
 
-    fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    const int flags = O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW;
+
+    fd = open(path, flags, 0644);
     if (fd < 0 && errno == EEXIST && replace_stale) {
         /* Left behind by an earlier attempt with our pid and nonce. */
         if (unlink(path) < 0 && errno != ENOENT) {
             return errno;
         }
-        fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+        fd = open(path, flags, 0644);
     }
     if (fd < 0) {
         return errno;
@@ -529,6 +552,10 @@ static FtLockResult read_record(const char *path, const uint8_t vm_id[16],
     size_t len;
 
     *err = read_small(path, buf, sizeof(buf), &len);
+    if (*err == NOT_REGULAR) {
+        *err = 0;
+        return FT_LOCK_ERR_NOT_FILE;
+    }
     if (*err) {
         return FT_LOCK_ERR_IO;
     }
@@ -666,18 +693,35 @@ out:
     return r;
 }
 
-int ft_lock_check_dir(const char *dir)
+int ft_lock_check_dir(const char *dir, const char **why)
 {
     struct timespec ts;
     struct stat st;
     char *probe;
     int ret;
 
+    if (why) {
+        *why = NULL;
+    }
     if (stat(dir, &st) < 0) {
         return -errno;
     }
     if (!S_ISDIR(st.st_mode)) {
         return -ENOTDIR;
+    }
+    if (st.st_uid != geteuid()) {
+        if (why) {
+            *why = "the directory is owned by another user, who could "
+                   "plant or remove lock records";
+        }
+        return -EPERM;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        if (why) {
+            *why = "the directory is writable by group or others, who "
+                   "could plant or remove lock records (chmod go-w)";
+        }
+        return -EPERM;
     }
     clock_gettime(CLOCK_REALTIME, &ts);
     probe = str_printf("%s/.ft-probe.%ld.%ld", dir, (long)getpid(),
@@ -691,4 +735,17 @@ int ft_lock_check_dir(const char *dir)
     }
     free(probe);
     return -ret;
+}
+
+int ft_lock_new_nonce(uint64_t *nonce)
+{
+    ssize_t n;
+
+    do {
+        n = getrandom(nonce, sizeof(*nonce), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return -errno;
+    }
+    return n == sizeof(*nonce) ? 0 : -EIO;
 }

@@ -52,6 +52,8 @@ typedef enum FtLockResult {
     FT_LOCK_ERR_CORRUPT = -2,
     /* a record in our file name belongs to another VM id */
     FT_LOCK_ERR_FOREIGN = -3,
+    /* our file name is a symlink, FIFO, device...: never opened further */
+    FT_LOCK_ERR_NOT_FILE = -4,
 } FtLockResult;
 
 /*
@@ -99,9 +101,15 @@ FtLockResult ft_lock_read(const char *dir, const uint8_t vm_id[16],
 
 /*
  * Check that @dir exists, is a directory and is writable (creates,
- * writes, fsyncs and removes a probe file).  0 or a negative errno.
+ * writes, fsyncs and removes a probe file), and that only its owner,
+ * who must be this process's user, can write to it: anybody else who
+ * can could plant or remove records.  0, or a negative errno and
+ * *@why (may be NULL) a reason when errno alone would not say it.
  */
-int ft_lock_check_dir(const char *dir);
+int ft_lock_check_dir(const char *dir, const char **why);
+
+/* A fresh nonce from getrandom(); 0 or a negative errno. */
+int ft_lock_new_nonce(uint64_t *nonce);
 
 /*
  * Serialize one record into @buf, at most @size bytes including the

@@ -306,14 +306,96 @@ static void test_strings(void)
 static void test_check_dir(void)
 {
     char *dir = new_dir(), path[4200];
+    const char *why = "unset";
 
-    CHECK(ft_lock_check_dir(dir) == 0 && count_entries(dir, "") == 0,
+    CHECK(ft_lock_check_dir(dir, &why) == 0 && !why &&
+          count_entries(dir, "") == 0,
           "check_dir accepts a writable directory and leaves nothing");
     snprintf(path, sizeof(path), "%s/missing", dir);
-    CHECK(ft_lock_check_dir(path) == -ENOENT, "check_dir: missing dir");
+    CHECK(ft_lock_check_dir(path, NULL) == -ENOENT, "check_dir: missing dir");
     put_file(path, "x", 1);
-    CHECK(ft_lock_check_dir(path) == -ENOTDIR, "check_dir: a file");
+    CHECK(ft_lock_check_dir(path, &why) == -ENOTDIR && !why,
+          "check_dir: a file");
+    unlink(path);
+
+    chmod(dir, 0770);
+    CHECK(ft_lock_check_dir(dir, &why) == -EPERM && why &&
+          strstr(why, "group or others"), "check_dir: group-writable: %s",
+          why);
+    chmod(dir, 0703);
+    CHECK(ft_lock_check_dir(dir, &why) == -EPERM && why &&
+          strstr(why, "group or others"), "check_dir: other-writable");
+    chmod(dir, 01777);
+    CHECK(ft_lock_check_dir(dir, NULL) == -EPERM,
+          "check_dir: sticky but world-writable (like /tmp)");
+    chmod(dir, 0755);
+    CHECK(ft_lock_check_dir(dir, NULL) == 0, "check_dir: 0755 is fine");
+    if (geteuid() == 0) {
+        CHECK(chown(dir, 65534, 65534) == 0 &&
+              ft_lock_check_dir(dir, &why) == -EPERM && why &&
+              strstr(why, "another user"),
+              "check_dir: owned by another user: %s", why);
+        CHECK(chown(dir, 0, 0) == 0, "chown back");
+    } else {
+        CHECK(ft_lock_check_dir("/", &why) == -EPERM && why &&
+              strstr(why, "another user"),
+              "check_dir: owned by another user (/)");
+    }
     remove_dir(dir);
+}
+
+/*
+ * Something else than a regular file at the record's path: never
+ * followed or opened further, and never a hang (the alarm fails the
+ * test if open() blocks on a FIFO).
+ */
+static void test_not_a_file(void)
+{
+    char *dir = new_dir(), *path, *elsewhere;
+    FtLockRecord p = record(vm_a, EPOCH, 1, 1), h, r;
+    int err;
+
+    path = ft_lock_path(dir, vm_a, EPOCH);
+    alarm(20);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo");
+    CHECK(ft_lock_read(dir, vm_a, EPOCH, &r, &err) == FT_LOCK_ERR_NOT_FILE &&
+          err == 0, "read: a FIFO is refused, without blocking");
+    CHECK(ft_lock_test_and_set(dir, &p, &h, &err) == FT_LOCK_ERR_NOT_FILE,
+          "test-and-set: a FIFO in our place is neither won nor lost");
+    CHECK(no_temp_files(dir), "no temporary file left");
+    unlink(path);
+
+    /* A symlink to a record that would win: not followed */
+    elsewhere = malloc(strlen(dir) + 20);
+    sprintf(elsewhere, "%s/elsewhere", dir);
+    CHECK(ft_lock_test_and_set(dir, &p, &h, &err) == FT_LOCK_WON &&
+          rename(path, elsewhere) == 0 && symlink(elsewhere, path) == 0,
+          "a symlink to our own record");
+    CHECK(ft_lock_read(dir, vm_a, EPOCH, &r, &err) == FT_LOCK_ERR_NOT_FILE,
+          "read: a symlink is not followed");
+    CHECK(ft_lock_test_and_set(dir, &p, &h, &err) == FT_LOCK_ERR_NOT_FILE,
+          "test-and-set: a symlink in our place is not taken as ours");
+    unlink(path);
+
+    /* A directory in our place */
+    CHECK(mkdir(path, 0700) == 0 &&
+          ft_lock_read(dir, vm_a, EPOCH, &r, &err) == FT_LOCK_ERR_NOT_FILE,
+          "read: a directory is refused");
+    rmdir(path);
+    alarm(0);
+    CHECK(strstr(ft_lock_strerror(FT_LOCK_ERR_NOT_FILE), "regular file"),
+          "strerror names it");
+    free(elsewhere);
+    free(path);
+    remove_dir(dir);
+}
+
+static void test_nonce(void)
+{
+    uint64_t a = 0, b = 0;
+
+    CHECK(ft_lock_new_nonce(&a) == 0 && ft_lock_new_nonce(&b) == 0 && a != b,
+          "two nonces from getrandom() differ");
 }
 
 static void test_single(void)
@@ -455,7 +537,7 @@ static void test_bad_dir(void)
         chmod(dir, 0555);
         CHECK(ft_lock_test_and_set(dir, &a, &h, &err) == FT_LOCK_ERR_IO &&
               err == EACCES, "read-only directory: EACCES");
-        CHECK(ft_lock_check_dir(dir) == -EACCES, "check_dir: read-only");
+        CHECK(ft_lock_check_dir(dir, NULL) == -EACCES, "check_dir: read-only");
         chmod(dir, 0755);
     }
     CHECK(count_entries(dir, "") == 0, "nothing left behind");
@@ -547,6 +629,8 @@ int main(void)
     test_format();
     test_strings();
     test_check_dir();
+    test_not_a_file();
+    test_nonce();
     test_single();
     test_foreign();
     test_bad_dir();
