@@ -292,3 +292,39 @@ bool ft_posmap_icount_at(const FtPosMap *m, uint64_t offset,
     *icount = m->icount[(oldest + lo - 1) % FT_POSMAP_SIZE];
     return true;
 }
+
+size_t ft_proto_escape(const uint8_t *in, size_t len, char *out,
+                       size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    char esc[4];
+
+    for (size_t i = 0; i < len; i++) {
+        const char *s = esc;
+        size_t k;
+
+        if (in[i] == '\\') {
+            s = "\\\\";
+            k = 2;
+        } else if (in[i] == '\n' || (in[i] >= 0x20 && in[i] < 0x7f)) {
+            esc[0] = in[i];
+            k = 1;
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[in[i] >> 4];
+            esc[3] = hex[in[i] & 15];
+            k = 4;
+        }
+        for (size_t j = 0; j < k; j++, n++) {
+            if (n + 1 < size) {
+                out[n] = s[j];
+            }
+        }
+    }
+    if (size) {
+        out[n < size ? n : size - 1] = 0;
+    }
+    return n;
+}

@@ -135,4 +135,14 @@ void ft_posmap_add(FtPosMap *m, uint64_t offset, uint64_t icount);
 bool ft_posmap_icount_at(const FtPosMap *m, uint64_t offset,
                          uint64_t *icount);
 
+/*
+ * Text from the peer (a CONFIG frame), made safe to print: '\n' and
+ * printable ASCII stay, '\\' becomes "\\\\" and every other byte "\\xHH",
+ * so no terminal escape sequence or NUL passes.  Writes at most @size
+ * bytes including a NUL into @out (which may be NULL when @size is 0)
+ * and, like snprintf(), returns the length of the whole result.
+ */
+size_t ft_proto_escape(const uint8_t *in, size_t len, char *out,
+                       size_t size);
+
 #endif

@@ -189,5 +189,20 @@ int main(void)
     ft_posmap_add(&m, 50, 1);
     CHECK(ft_posmap_icount_at(&m, 300000, &ic) && ic == 3000000,
           "marks never move backwards");
+
+    /* Peer text made safe to print */
+    {
+        static const uint8_t evil[] = "drive a\x1b]0;pwned\x07\n"
+                                      "drive \\b\0c\xff";
+        char out[64];
+        size_t n = ft_proto_escape(evil, sizeof(evil) - 1, out, sizeof(out));
+
+        CHECK(n == strlen(out) &&
+              !strcmp(out, "drive a\\x1b]0;pwned\\x07\n"
+                      "drive \\\\b\\x00c\\xff"), "escaped: %s", out);
+        CHECK(ft_proto_escape(evil, sizeof(evil) - 1, NULL, 0) == n &&
+              ft_proto_escape(evil, sizeof(evil) - 1, out, 8) == n &&
+              !strcmp(out, "drive a"), "escape truncates like snprintf");
+    }
     return tap_done();
 }
