@@ -17,6 +17,45 @@
 #include "ft-internal.h"
 #include "trace.h"
 
+/*
+ * Bound what replay has not consumed yet (rrbufbytes): stop reading the
+ * connection until a frame of @len bytes fits.  TCP then holds the
+ * primary's sender back, and the primary's vCPU stalls at rrlagbytes.
+ * Heartbeats go on meanwhile, so the primary knows its backup is alive
+ * and busy, not lost.  False once the connection failed (the backup is
+ * then lost), with ch->lock held throughout except while sending.
+ */
+static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
+                                  int64_t *last_tx)
+{
+    while (ch->received - ch->consumed + len > ch->rx_max &&
+           ch->state == FT_STATE_STREAMING) {
+        uint64_t pos = ch->received;
+        uint64_t icount = qatomic_read(&ch->stream->stream.icount);
+        Error *err = NULL;
+        bool ok;
+
+        qemu_cond_timedwait(&ch->cond, &ch->lock, ch->heartbeat_ms);
+        if (ft_now_ns() - *last_tx < ch->heartbeat_ms * SCALE_MS) {
+            continue;
+        }
+        qemu_mutex_unlock(&ch->lock);
+        ok = ft_send_u64(ch, ch->ioc, FT_FRAME_HEARTBEAT, pos, icount, &err);
+        qemu_mutex_lock(&ch->lock);
+        if (!ok) {
+            g_autofree char *why = g_strdup_printf(
+                "sending: %s", error_get_pretty(err));
+
+            error_free(err);
+            ft_lost_locked(ch, why);
+            return false;
+        }
+        *last_tx = ft_now_ns();
+        trace_ft_backup_full(ch->received - ch->consumed);
+    }
+    return ch->state == FT_STATE_STREAMING;
+}
+
 void *ft_backup_rx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
@@ -73,13 +112,12 @@ void *ft_backup_rx_thread(void *opaque)
                 qemu_mutex_unlock(&ch->lock);
                 break;
             }
+            if (h.type == FT_FRAME_DATA &&
+                !ft_backup_room_locked(ch, h.len, &last_tx)) {
+                qemu_mutex_unlock(&ch->lock);
+                break;
+            }
             if (h.type == FT_FRAME_DATA) {
-                /* Bound what replay has not consumed yet: stop reading. */
-                while (ch->received - ch->consumed + h.len >
-                       FT_RX_BUFFER_MAX &&
-                       ch->state == FT_STATE_STREAMING) {
-                    qemu_cond_timedwait(&ch->cond, &ch->lock, 100);
-                }
                 ft_buf_reserve(ch, ch->consumed,
                                ch->received - ch->base + h.len);
                 memcpy(ch->buf + (ch->received - ch->base), payload, h.len);
@@ -96,8 +134,12 @@ void *ft_backup_rx_thread(void *opaque)
                     ft_trim_kept_locked(ch);
                 }
             } else if (h.type == FT_FRAME_CONFIG) {
+                size_t n = ft_proto_escape(payload, h.len, NULL, 0);
+
+                /* Printed in messages: no escape sequence gets through */
                 g_free(ch->peer_config);
-                ch->peer_config = g_strndup((char *)payload, h.len);
+                ch->peer_config = g_malloc(n + 1);
+                ft_proto_escape(payload, h.len, ch->peer_config, n + 1);
                 qemu_cond_broadcast(&ch->cond);
             } else if (h.type == FT_FRAME_END) {
                 ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);

@@ -10,6 +10,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "hw/core/cpu.h"
 #include "hw/boards.h"
@@ -39,9 +40,9 @@ void ft_diverged_locked(FtChannel *ch, uint64_t icount,
 
 /* Divergence digests */
 
-static bool ft_digest_due(uint64_t icount)
+static bool ft_digest_due(void *opaque, uint64_t icount)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
 
     ft_setup_insns(ch);
     if (!ch->digest_insns || icount < ch->next_digest ||
@@ -95,9 +96,9 @@ static size_t ft_digest_compute_for(FtChannel *ch, uint64_t icount,
     return FT_DIGEST_SIZE;
 }
 
-static size_t ft_digest_compute(uint8_t *buf, size_t size)
+static size_t ft_digest_compute(void *opaque, uint8_t *buf, size_t size)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
     uint64_t icount = ch->next_digest - ch->digest_insns;
 
     qemu_mutex_lock(&ch->lock);
@@ -107,10 +108,14 @@ static size_t ft_digest_compute(uint8_t *buf, size_t size)
     return ft_digest_compute_for(ch, icount, buf, size);
 }
 
-static void ft_digest_check(uint64_t icount, const uint8_t *digest,
-                            size_t len)
+/*
+ * A mismatch is an error: the replay core then stops and reports the
+ * divergence through the stream's diverged op (ft-stream.c).
+ */
+static bool ft_digest_check(void *opaque, uint64_t icount,
+                            const uint8_t *digest, size_t len, Error **errp)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
     uint8_t mine[FT_DIGEST_SIZE];
     bool match;
 
@@ -120,12 +125,16 @@ static void ft_digest_check(uint64_t icount, const uint8_t *digest,
     qemu_mutex_lock(&ch->lock);
     ch->digest_checks++;
     ch->digest_last = icount;
-    if (len != FT_DIGEST_SIZE || memcmp(mine, digest, 16)) {
-        ft_diverged_locked(ch, icount, "cpu state differs");
-    } else if (memcmp(mine + 16, digest + 16, 16)) {
-        ft_diverged_locked(ch, icount, "sampled guest RAM differs");
-    }
     qemu_mutex_unlock(&ch->lock);
+    if (len != FT_DIGEST_SIZE || memcmp(mine, digest, 16)) {
+        error_setg(errp, "cpu state differs");
+        return false;
+    }
+    if (memcmp(mine + 16, digest + 16, 16)) {
+        error_setg(errp, "sampled guest RAM differs");
+        return false;
+    }
+    return true;
 }
 
 const ReplayDigestOps ft_digest_ops = {

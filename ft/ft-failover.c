@@ -307,11 +307,11 @@ static void *ft_arb_thread(void *opaque)
     g_autofree char *last = NULL;
     FtLockRecord mine = { 0 };
     FtLockRecord holder;
+    bool have_nonce = false;
 
     memcpy(mine.vm_id, ch->vm_id, sizeof(mine.vm_id));
     mine.epoch = ch->gen;
     mine.role = ch->role;
-    mine.nonce = ((uint64_t)g_random_int() << 32) | g_random_int();
     mine.pid = getpid();
     mine.time_ns = g_get_real_time() * 1000;
     if (gethostname(mine.host, sizeof(mine.host) - 1) < 0) {
@@ -336,7 +336,11 @@ static void *ft_arb_thread(void *opaque)
         }
         qemu_mutex_unlock(&ch->lock);
 
-        r = ft_lock_test_and_set(ch->lock_dir, &mine, &holder, &err);
+        /* One nonce for every retry: a retry then finds its record ours */
+        err = have_nonce ? 0 : -ft_lock_new_nonce(&mine.nonce);
+        have_nonce = !err;
+        r = err ? FT_LOCK_ERR_IO :
+            ft_lock_test_and_set(ch->lock_dir, &mine, &holder, &err);
         if (r == FT_LOCK_WON || r == FT_LOCK_LOST) {
             ft_lock_describe(r == FT_LOCK_WON ? &mine : &holder, desc,
                              sizeof(desc));

@@ -59,9 +59,14 @@
 #define FT_REPLAY_VERSION       0xe0200d
 
 #define FT_TX_PAYLOAD           (256 * KiB)
-#define FT_RX_BUFFER_MAX        (256 * MiB)
+/* Default bound of the backup's log received but not yet replayed */
+#define FT_RX_BUFFER_DEFAULT    (256 * MiB)
+/* Default cap of the primary's held output: the vCPU stops there */
+#define FT_HELD_DEFAULT         (16 * MiB)
 #define FT_BOUNDARIES           8192
 #define FT_HANDSHAKE_MS         10000
+/* Handshakes in progress at once; later connections are refused */
+#define FT_MAX_HANDSHAKES       4
 #define FT_CLOSE_DRAIN_MS       2000
 #define FT_DIGEST_SIZE          32
 /* ft_read_frame(): socket errors, apart from the frame decoder's */
@@ -170,6 +175,8 @@ struct FtChannel {
     uint32_t timeout_ms;            /* fixed */
     uint64_t max_lag_ms;            /* fixed */
     uint64_t max_lag_bytes;         /* fixed */
+    uint64_t held_max;              /* fixed: rrheldbytes */
+    uint64_t rx_max;                /* fixed: rrbufbytes */
     uint64_t digest_ms;             /* fixed */
     uint32_t digest_pages;          /* fixed */
     /*
@@ -182,8 +189,13 @@ struct FtChannel {
 
     /* Threads */
     QIOChannelSocket *listener;     /* fixed */
-    QemuThread accept_thread;       /* fixed; never joined */
+    QemuThread accept_thread;       /* fixed; joined by ft_teardown() */
     bool accept_started;            /* fixed */
+    /*
+     * Connections in their handshake, each in a detached ft-handshake
+     * thread that holds a reference and removes it here when done.
+     */
+    GPtrArray *handshaking;         /* lock */
     QemuThread rx_thread;           /* lock; joined by ft_close() */
     bool rx_started;                /* lock */
     QemuMutex join_lock;            /* serialises joining the sender */
@@ -242,6 +254,7 @@ struct FtChannel {
      * of them (ft_avail() only the replay mutex).
      */
     uint64_t consumed;
+    bool read_started;              /* replay mutex: ft_read() returned */
     bool starved;                   /* lock */
     bool drained_stop;              /* lock */
 
@@ -293,6 +306,8 @@ struct FtChannel {
      */
     GQueue held;                    /* lock */
     uint64_t held_bytes;            /* lock */
+    bool held_capped;               /* lock: the vCPU stalls at held_max */
+    uint64_t held_cap_hits;         /* lock */
     uint64_t released;              /* lock */
     uint64_t peer_released;         /* lock */
     /*
@@ -313,10 +328,24 @@ struct FtChannel {
 };
 
 /*
- * The channel, once opened: set before any vCPU runs, cleared at exit by
- * ft_channel_free() (main thread)
+ * The channel, once opened, or NULL: the opaque of the output ops that
+ * it sets in the replay core before any vCPU runs and clears at exit in
+ * ft_channel_free().  For QMP and the filters (BQL), which have no
+ * opaque of their own.
  */
-extern FtChannel *ft_channel;
+extern const ReplayOutputOps ft_output_ops;
+
+static inline FtChannel *ft_current(void)
+{
+    return replay_output_opaque(&ft_output_ops);
+}
+
+/* Does this side (still) hold back the guest's output? */
+static inline bool ft_holding_state(FtState st)
+{
+    return st == FT_STATE_WAITING || st == FT_STATE_STREAMING ||
+           st == FT_STATE_ARBITRATING || st == FT_STATE_HALTED;
+}
 
 static inline int64_t ft_now_ns(void)
 {
@@ -369,6 +398,7 @@ void ft_bw_update_locked(FtChannel *ch, uint64_t bytes);
 void ft_buf_reserve(FtChannel *ch, uint64_t keep_from, size_t need);
 void ft_join_tx(FtChannel *ch);
 void ft_teardown(FtChannel *ch);
+void ft_end_handshakes(FtChannel *ch);
 void ft_channel_free(FtChannel *ch);
 
 /* ft-primary.c, ft-backup.c */
@@ -377,7 +407,6 @@ void *ft_primary_rx_thread(void *opaque);
 void *ft_backup_rx_thread(void *opaque);
 
 /* ft-output.c */
-extern const ReplayOutputOps ft_output_ops;
 void ft_release_bh(void *opaque);
 void ft_trim_kept_locked(FtChannel *ch);
 void ft_emit(FtHeld *h);

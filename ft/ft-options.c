@@ -18,6 +18,7 @@
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "qemu/module.h"
 #include "qemu/option.h"
 #include "qemu/sockets.h"
 #include "qemu/uuid.h"
@@ -27,8 +28,6 @@
 #include "ft-lock.h"
 #include "ft-disks.h"
 #include "ft-internal.h"
-
-FtChannel *ft_channel;
 
 /* Is @addr reachable only from this host: loopback or a UNIX socket? */
 static bool ft_addr_is_local(const SocketAddress *addr)
@@ -147,6 +146,8 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
 
     ch->max_lag_ms = qemu_opt_get_number(opts, "rrlag", 1000);
     ch->max_lag_bytes = qemu_opt_get_size(opts, "rrlagbytes", 64 * MiB);
+    ch->held_max = qemu_opt_get_size(opts, "rrheldbytes", FT_HELD_DEFAULT);
+    ch->rx_max = qemu_opt_get_size(opts, "rrbufbytes", FT_RX_BUFFER_DEFAULT);
     ch->digest_ms = qemu_opt_get_number(opts, "rrdigest", 100);
     if (gen == 0 || gen > UINT32_MAX) {
         error_setg(errp, "rrgen must be between 1 and %u", UINT32_MAX);
@@ -163,6 +164,12 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
                    "64K..16G");
         return false;
     }
+    if (ch->held_max < 64 * KiB || ch->held_max > 16 * GiB ||
+        ch->rx_max < 2 * FT_FRAME_MAX_PAYLOAD || ch->rx_max > 16 * GiB) {
+        error_setg(errp, "rrheldbytes must be 64K..16G and rrbufbytes "
+                   "2M..16G");
+        return false;
+    }
     if (ch->digest_ms > 600000 || pages > 1024) {
         error_setg(errp, "rrdigest must be at most 600000 ms and "
                    "rrdigestpages at most 1024");
@@ -170,6 +177,7 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
     }
     if (qemu_opt_get(opts, "rrlock")) {
         FtLockRecord rec;
+        const char *why;
         int err = 0;
         int ret;
 
@@ -179,9 +187,10 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
                        "is kept per VM");
             return false;
         }
-        ret = ft_lock_check_dir(ch->lock_dir);
+        ret = ft_lock_check_dir(ch->lock_dir, &why);
         if (ret < 0) {
-            error_setg(errp, "rrlock: %s: %s", ch->lock_dir, strerror(-ret));
+            error_setg(errp, "rrlock: %s: %s", ch->lock_dir,
+                       why ? why : strerror(-ret));
             return false;
         }
         ret = ft_lock_read(ch->lock_dir, ch->vm_id, gen, &rec, &err);
@@ -237,6 +246,8 @@ static void ft_machine_done(Notifier *n, void *data)
     g_autofree char *mine = ft_disks_describe();
     g_autofree char *theirs = NULL;
     g_autofree char *why = NULL;
+    int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+    int64_t deadline = ft_now_ns() + wait_ms * SCALE_MS;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->role == FT_ROLE_PRIMARY) {
@@ -245,8 +256,20 @@ static void ft_machine_done(Notifier *n, void *data)
         qemu_mutex_unlock(&ch->lock);
         return;
     }
+    /*
+     * With the BQL held: a primary that keeps the connection up (with
+     * heartbeats, say) but never describes its disks must not hang this
+     * QEMU at startup.
+     */
     while (!ch->peer_config && (ch->state == FT_STATE_WAITING ||
                                 ch->state == FT_STATE_STREAMING)) {
+        if (ft_now_ns() >= deadline) {
+            qemu_mutex_unlock(&ch->lock);
+            error_report("ft: backup: the primary sent no CONFIG (the "
+                         "description of its disks) within %d ms; refusing "
+                         "to replay", wait_ms);
+            exit(1);
+        }
         qemu_cond_timedwait(&ch->cond, &ch->lock, 100);
     }
     theirs = g_strdup(ch->peer_config);
@@ -262,8 +285,8 @@ static void ft_machine_done(Notifier *n, void *data)
     }
 }
 
-ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
-                                         bool writer, Error **errp)
+static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
+                             bool writer, Error **errp)
 {
     FtChannel *ch = g_new0(FtChannel, 1);
 
@@ -282,6 +305,7 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     qemu_cond_init(&ch->cond);
     qemu_cond_init(&ch->tx_cond);
     g_queue_init(&ch->events);
+    ch->handshaking = g_ptr_array_new();
     g_queue_init(&ch->held);
     ch->bw_prev_ns = ft_now_ns();
     if (qemu_uuid_set) {
@@ -298,9 +322,8 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     ch->bh = qemu_bh_new(ft_bh, ch);
     ch->release_bh = qemu_bh_new(ft_release_bh, ch);
     g_queue_init(&ch->held);
-    replay_set_output_ops(&ft_output_ops);
-    ft_channel = ch;
-    replay_set_digest_ops(&ft_digest_ops);
+    replay_set_output_ops(&ft_output_ops, ch);
+    replay_set_digest_ops(&ft_digest_ops, ch);
 
     /*
      * The backup needs the log from the start, so it always waits for
@@ -318,9 +341,20 @@ ReplayStream *replay_stream_open_channel(const char *chardev, QemuOpts *opts,
     return &ch->stream->stream;
 
 fail:
-    ft_channel = NULL;
-    replay_set_digest_ops(NULL);
-    replay_set_output_ops(NULL);
+    replay_set_digest_ops(NULL, NULL);
+    replay_set_output_ops(NULL, NULL);
     /* Leave the rest to process exit: startup fails after this. */
     return NULL;
 }
+
+static const ReplayChannelBackend ft_channel_backend = {
+    .name = "ft",
+    .open = ft_open,
+};
+
+static void ft_register(void)
+{
+    replay_register_channel_backend(&ft_channel_backend);
+}
+
+module_init(ft_register, MODULE_INIT_QOM);

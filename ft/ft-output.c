@@ -20,13 +20,6 @@
 #include "ft-internal.h"
 #include "trace.h"
 
-/* Does this side (still) hold back the guest's output? */
-static bool ft_holding_state(FtState st)
-{
-    return st == FT_STATE_WAITING || st == FT_STATE_STREAMING ||
-           st == FT_STATE_ARBITRATING || st == FT_STATE_HALTED;
-}
-
 /* Backup: drop kept output that the primary is known to have let out. */
 void ft_trim_kept_locked(FtChannel *ch)
 {
@@ -110,9 +103,9 @@ void ft_release_bh(void *opaque)
     }
 }
 
-static bool ft_out_holding(void)
+static bool ft_out_holding(void *opaque)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
     bool holding;
 
     qemu_mutex_lock(&ch->lock);
@@ -121,9 +114,10 @@ static bool ft_out_holding(void)
     return holding;
 }
 
-static bool ft_out_hold(Chardev *chr, const uint8_t *buf, int len)
+static bool ft_out_hold(void *opaque, Chardev *chr, const uint8_t *buf,
+                        int len)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
     FtHeld *h;
     bool playing, live;
 
@@ -192,14 +186,14 @@ static bool ft_hold_push(FtChannel *ch, FtHeld *h, uint64_t *count)
 
 bool ft_output_available(void)
 {
-    return ft_channel != NULL;
+    return ft_current() != NULL;
 }
 
 bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
                            unsigned flags, const struct iovec *iov,
                            int iovcnt)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_current();
     size_t len = iov_size(iov, iovcnt);
     FtHeld *h;
 
@@ -216,23 +210,23 @@ bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
 }
 
 /* Disk writes wait here until the log up to their issue is acknowledged. */
-static bool ft_out_when_safe(QEMUBHFunc *cb, void *opaque)
+static bool ft_out_when_safe(void *opaque, QEMUBHFunc *cb, void *cb_opaque)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = opaque;
     FtHeld *h;
 
-    if (!ch || qatomic_load_acquire(&ch->live)) {
+    if (qatomic_load_acquire(&ch->live)) {
         return false;
     }
     h = g_new0(FtHeld, 1);
     h->cb = cb;
-    h->opaque = opaque;
+    h->opaque = cb_opaque;
     return ft_hold_push(ch, h, &ch->held_writes);
 }
 
 void ft_output_forget(NetFilterState *nf)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_current();
     GList *l, *next;
 
     if (!ch) {

@@ -28,16 +28,18 @@ static int ft_cmp_i64(const void *a, const void *b)
 /* The channel a command acts on, or NULL (and @errp set) without one */
 static FtChannel *ft_qmp_channel(Error **errp)
 {
-    if (!ft_channel) {
+    FtChannel *ch = ft_current();
+
+    if (!ch) {
         error_setg(errp, "the record/replay log is not streamed "
                    "(no rrchardev in -icount)");
     }
-    return ft_channel;
+    return ch;
 }
 
 FtInfo *qmp_x_query_ft(Error **errp)
 {
-    FtChannel *ch = ft_channel;
+    FtChannel *ch = ft_current();
     FtInfo *info;
     uint64_t icount, lag;
 
@@ -100,6 +102,11 @@ FtInfo *qmp_x_query_ft(Error **errp)
     info->lock = g_strdup(ch->lock_dir);
     info->lock_holder = g_strdup(ch->lock_holder);
     info->held_bytes = ch->held_bytes;
+    if (ch->role == FT_ROLE_PRIMARY) {
+        info->has_held_max = info->has_held_cap_stalls = true;
+        info->held_max = ch->held_max;
+        info->held_cap_stalls = ch->held_cap_hits;
+    }
     info->heartbeat_gap_max_ms = ch->gap_max_ns / SCALE_MS;
     if (ch->ndelays) {
         unsigned n = MIN(ch->ndelays, FT_DELAYS);

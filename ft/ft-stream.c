@@ -11,6 +11,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "hw/core/cpu.h"
 #include "system/system.h"
@@ -130,6 +131,26 @@ static bool ft_over_bound_locked(FtChannel *ch)
             icount - ch->peer_icount > ch->max_lag_insns);
 }
 
+/*
+ * The primary's vCPU stalls while the backup lags beyond the bounds, and,
+ * in every state that holds output (the backup lost, the lock not yet
+ * won...), while the held output reaches rrheldbytes: a guest that floods
+ * its network cannot grow the primary's memory without bound.
+ */
+static bool ft_must_stall_locked(FtChannel *ch)
+{
+    if (ch->held_bytes >= ch->held_max && ft_holding_state(ch->state)) {
+        if (!ch->held_capped) {
+            ch->held_capped = true;
+            ch->held_cap_hits++;
+            trace_ft_held_cap(ch->held_bytes, ch->held_max);
+        }
+        return true;
+    }
+    ch->held_capped = false;
+    return ch->state == FT_STATE_STREAMING && ft_over_bound_locked(ch);
+}
+
 static void ft_throttle(ReplayStream *s)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
@@ -137,7 +158,7 @@ static void ft_throttle(ReplayStream *s)
 
     ft_setup_insns(ch);
     qemu_mutex_lock(&ch->lock);
-    while (ch->state == FT_STATE_STREAMING && ft_over_bound_locked(ch) &&
+    while (ft_must_stall_locked(ch) &&
            !qatomic_read(&first_cpu->stop) &&
            !qatomic_read(&first_cpu->exit_request)) {
         if (!start) {
@@ -180,21 +201,51 @@ static size_t ft_avail(ReplayStream *s)
     return 0;
 }
 
+/*
+ * Only the log's header is read before data is known to be there: every
+ * later read is for an event that replay started because ft_avail() said
+ * it had begun, and a primary sends whole events up to each frame without
+ * MORE.  A read that finds nothing more after that means the primary cut
+ * an event at the end of a frame: a protocol error, never a wait (with
+ * the replay mutex held, and often the BQL).  The replay core then halts
+ * as for a corrupt log (a divergence).
+ */
 static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
+    int64_t deadline;
+    int wait_ms;
     size_t n;
 
     qemu_mutex_lock(&ch->lock);
-    /* Only the log header is read before data is known to be there. */
+    if (ch->read_started && ch->avail_end == ch->consumed) {
+        error_report("ft: backup: protocol error: the primary ended a frame "
+                     "inside an event, at log offset %" PRIu64
+                     " (a frame without MORE must end on an event boundary)",
+                     ch->consumed);
+        qemu_mutex_unlock(&ch->lock);
+        return -EPROTO;
+    }
+    /* The header: a primary sends it right after the handshake. */
+    wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+    deadline = ft_now_ns() + wait_ms * SCALE_MS;
     while (ch->avail_end == ch->consumed &&
            (ch->state == FT_STATE_STREAMING ||
             ch->state == FT_STATE_WAITING)) {
-        qemu_cond_wait(&ch->cond, &ch->lock);
+        int64_t left_ms = (deadline - ft_now_ns()) / SCALE_MS;
+
+        if (left_ms <= 0) {
+            error_report("ft: backup: the primary sent no log within %d ms "
+                         "of its HELLO", wait_ms);
+            qemu_mutex_unlock(&ch->lock);
+            return -ETIMEDOUT;
+        }
+        qemu_cond_timedwait(&ch->cond, &ch->lock, left_ms);
     }
     n = MIN(len, ch->avail_end - ch->consumed);
     memcpy(buf, ch->buf + (ch->consumed - ch->base), n);
     ch->consumed += n;
+    ch->read_started = true;
     qemu_cond_broadcast(&ch->cond);
     qemu_mutex_unlock(&ch->lock);
     return n;
@@ -224,12 +275,13 @@ static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
     return more;
 }
 
+/* From the replay core, with the replay mutex held */
 static void ft_diverged(ReplayStream *s, const char *msg)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
 
     qemu_mutex_lock(&ch->lock);
-    ft_diverged_locked(ch, s->icount, msg);
+    ft_diverged_locked(ch, replay_get_current_icount(), msg);
     qemu_mutex_unlock(&ch->lock);
 }
 
@@ -299,12 +351,14 @@ void ft_teardown(FtChannel *ch)
         qemu_thread_join(&ch->accept_thread);
         ch->accept_started = false;
     }
+    ft_end_handshakes(ch);
 }
 
 /*
  * The one place the channel is freed, at exit, once its threads are
- * joined.  The output rule, the filters and QMP find it only through
- * ft_channel, which is cleared first, so none of them reaches it after.
+ * joined.  The replay core, the filters and QMP find it only through
+ * the output and digest ops, which are cleared first, so none of them
+ * reaches it after.
  * An arbitration still running (its lock storage hangs) keeps the
  * channel: that thread may touch it until it returns, so it is left to
  * the process's exit.
@@ -314,10 +368,9 @@ void ft_channel_free(FtChannel *ch)
     FtHeld *h;
     FtEvent *ev;
 
-    if (ft_channel == ch) {
-        ft_channel = NULL;
-        replay_set_output_ops(NULL);
-        replay_set_digest_ops(NULL);
+    if (ft_current() == ch) {
+        replay_set_output_ops(NULL, NULL);
+        replay_set_digest_ops(NULL, NULL);
     }
     qemu_mutex_lock(&ch->lock);
     if (ch->arb_running) {
@@ -371,6 +424,7 @@ void ft_channel_free(FtChannel *ch)
     g_free(ch->lock_holder);
     g_free(ch->config);
     g_free(ch->peer_config);
+    g_ptr_array_free(ch->handshaking, true);
     qemu_cond_destroy(&ch->cond);
     qemu_cond_destroy(&ch->tx_cond);
     qemu_mutex_destroy(&ch->join_lock);

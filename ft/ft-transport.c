@@ -430,7 +430,68 @@ refuse:
     return false;
 }
 
-/* A server keeps accepting, to refuse later peers with a clear error. */
+typedef struct FtHandshake {
+    FtChannel *ch;
+    QIOChannelSocket *sioc;     /* a reference */
+} FtHandshake;
+
+static void *ft_handshake_thread(void *opaque)
+{
+    g_autofree FtHandshake *hs = opaque;
+    FtChannel *ch = hs->ch;
+    QIOChannelSocket *sioc = hs->sioc;
+    Error *err = NULL;
+
+    if (!ft_attach(ch, sioc, &err)) {
+        error_report_err(err);
+    }
+    qemu_mutex_lock(&ch->lock);
+    g_ptr_array_remove_fast(ch->handshaking, sioc);
+    qemu_cond_broadcast(&ch->cond);
+    qemu_mutex_unlock(&ch->lock);
+    object_unref(OBJECT(sioc));
+    return NULL;
+}
+
+/*
+ * Every connection has its handshake in a thread of its own, within its
+ * own deadline (FT_HANDSHAKE_MS for TLS, as much again for HELLO): a
+ * slow or silent peer never holds up the next one, which may be the
+ * real primary.  At most FT_MAX_HANDSHAKES run at once.
+ */
+static void ft_accepted(FtChannel *ch, QIOChannelSocket *sioc)
+{
+    FtHandshake *hs;
+    QemuThread thread;
+
+    qemu_mutex_lock(&ch->lock);
+    if (ch->closing) {
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    if (ch->handshaking->len >= FT_MAX_HANDSHAKES) {
+        g_autofree char *peer = ft_peer_name(sioc);
+
+        qemu_mutex_unlock(&ch->lock);
+        error_report("ft: %s: refusing connection from %s: %d handshakes "
+                     "are already in progress", ft_role_name(ch->role), peer,
+                     FT_MAX_HANDSHAKES);
+        return;
+    }
+    hs = g_new(FtHandshake, 1);
+    hs->ch = ch;
+    hs->sioc = sioc;
+    object_ref(OBJECT(sioc));
+    g_ptr_array_add(ch->handshaking, sioc);
+    qemu_thread_create(&thread, "ft-handshake", ft_handshake_thread, hs,
+                       QEMU_THREAD_DETACHED);
+    qemu_mutex_unlock(&ch->lock);
+}
+
+/*
+ * A server keeps accepting: the first peer to complete its handshake
+ * streams, later ones are refused with a clear error.
+ */
 static void *ft_accept_thread(void *opaque)
 {
     FtChannel *ch = opaque;
@@ -451,45 +512,53 @@ static void *ft_accept_thread(void *opaque)
             g_usleep(100 * 1000);
             continue;
         }
-        if (!ft_attach(ch, sioc, &err)) {
-            error_report_err(err);
-        }
+        ft_accepted(ch, sioc);
         object_unref(OBJECT(sioc));
     }
     return NULL;
+}
+
+/*
+ * At exit, with the listener shut down and the accept thread joined: end
+ * the handshakes still running and wait for their threads to let go.
+ */
+void ft_end_handshakes(FtChannel *ch)
+{
+    qemu_mutex_lock(&ch->lock);
+    for (guint i = 0; i < ch->handshaking->len; i++) {
+        qio_channel_shutdown(QIO_CHANNEL(ch->handshaking->pdata[i]),
+                             QIO_CHANNEL_SHUTDOWN_BOTH, NULL);
+    }
+    while (ch->handshaking->len) {
+        qemu_cond_wait(&ch->cond, &ch->lock);
+    }
+    qemu_mutex_unlock(&ch->lock);
 }
 
 bool ft_connect(FtChannel *ch, Error **errp)
 {
     if (ch->server) {
         ch->listener = qio_channel_socket_new();
-        if (qio_channel_socket_listen_sync(ch->listener, ch->addr, 1,
-                                           errp) < 0) {
+        if (qio_channel_socket_listen_sync(ch->listener, ch->addr,
+                                           FT_MAX_HANDSHAKES, errp) < 0) {
             return false;
         }
         qio_channel_set_blocking(QIO_CHANNEL(ch->listener), true, NULL);
+        qemu_thread_create(&ch->accept_thread, "ft-accept", ft_accept_thread,
+                           ch, QEMU_THREAD_JOINABLE);
+        ch->accept_started = true;
         if (ch->wait) {
             info_report("ft: %s: waiting for the %s on %s",
                         ft_role_name(ch->role),
                         ch->role == FT_ROLE_PRIMARY ? "backup" : "primary",
                         ch->addr_str);
-            while (qatomic_read(&ch->state) == FT_STATE_WAITING) {
-                Error *err = NULL;
-                QIOChannelSocket *sioc =
-                    qio_channel_socket_accept(ch->listener, errp);
-
-                if (!sioc) {
-                    return false;
-                }
-                if (!ft_attach(ch, sioc, &err)) {
-                    error_report_err(err);
-                }
-                object_unref(OBJECT(sioc));
+            /* At startup, for as long as it takes, as -incoming does */
+            qemu_mutex_lock(&ch->lock);
+            while (ch->state == FT_STATE_WAITING) {
+                qemu_cond_wait(&ch->cond, &ch->lock);
             }
+            qemu_mutex_unlock(&ch->lock);
         }
-        qemu_thread_create(&ch->accept_thread, "ft-accept", ft_accept_thread,
-                           ch, QEMU_THREAD_JOINABLE);
-        ch->accept_started = true;
         return true;
     } else {
         g_autoptr(QIOChannelSocket) sioc = qio_channel_socket_new();

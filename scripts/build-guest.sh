@@ -42,6 +42,7 @@ KSTAGE_VERSION=2
 GCACHE="$CACHE_DIR/guest"
 OUT="$BUILD_DIR/guest"
 INIT_SRC="$TOP/guest/init"
+UDPFLOOD_SRC="$TOP/guest/udpflood.c"
 
 FORCE=0
 case "${1:-}" in
@@ -110,6 +111,7 @@ INPUTS_HASH=$(printf '%s\n' \
     "kernel-stage $KSTAGE_KEY" \
     "busybox $BB_FROM $BB_VERSION" \
     "init $(hash_of "$INIT_SRC")" \
+    "udpflood $(hash_of "$UDPFLOOD_SRC")" \
     "builder $(hash_of "$0")" | sha256sum | cut -d' ' -f1)
 
 print_outputs() {
@@ -321,6 +323,9 @@ cp "$BB" "$root/bin/busybox"
 done
 cp -a "$KSTAGE/modules/lib" "$root/"
 install -m 0755 "$INIT_SRC" "$root/init"
+# A static UDP sender for the held-output tests (busybox nc has no UDP)
+gcc -static -O2 -s -o "$root/bin/udpflood" "$UDPFLOOD_SRC" ||
+    die "building guest/udpflood.c failed (gcc, libc6-dev)"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 # Reproducible archive: fixed times and owners, sorted names.

@@ -87,7 +87,9 @@ def parse_log(data):
     return events
 
 
-class HostileLog(FTTestCase):
+class LogCase(FTTestCase):
+    """A short log recorded from the test guest, with RANDOM, CHAR_READ
+    and CHAR_WRITE events, for tests to corrupt.  No tests of its own."""
 
     timeout = 900
     # One recording serves all cases: recorded by the first test to run.
@@ -138,6 +140,34 @@ class HostileLog(FTTestCase):
             f.write(data)
         return path
 
+    @staticmethod
+    def first(events, ev, nth=0):
+        found = [p for e, p in events if e == ev]
+        if len(found) <= nth:
+            raise AssertionError(f'the recorded log has no event {ev} '
+                                 f'#{nth}: {sorted({e for e, _ in events})}')
+        return found[nth]
+
+    @staticmethod
+    def binaries(name):
+        """The build under test, and the ASan+UBSan build if there is one."""
+        if os.path.exists(QEMU_ASAN):
+            return [None, QEMU_ASAN]
+        print(f'\n{name}: no ASan+UBSan build at {QEMU_ASAN}: '
+              'sanitizer part skipped')
+        return [None]
+
+    def assert_clean(self, tag, rc, out):
+        """No death by a signal and no sanitizer report."""
+        self.assertGreaterEqual(rc, 0, f'{tag}: killed by signal '
+                                f'{-rc}:\n{out[-3000:]}')
+        self.assertNotIn(rc, SIGNAL_EXITS, f'{tag}:\n{out[-3000:]}')
+        self.assertNotIn('ERROR: AddressSanitizer', out)
+        self.assertNotIn('runtime error:', out)
+
+
+class HostileLog(LogCase):
+
     def replay(self, name, log, qemu=None):
         vm, _ = self.make_vm(name, self.record_append(), rr='replay',
                              rrfile=log, args=self.record_args(), qemu=qemu)
@@ -150,31 +180,13 @@ class HostileLog(FTTestCase):
         """Replay the crafted log with the build under test, and with the
         ASan+UBSan build when there is one."""
         log = self.crafted(name, patch)
-        binaries = [None]
-        if os.path.exists(QEMU_ASAN):
-            binaries.append(QEMU_ASAN)
-        else:
-            print(f'\n{name}: no ASan+UBSan build at {QEMU_ASAN}: '
-                  'sanitizer part skipped')
-        for qemu in binaries:
+        for qemu in self.binaries(name):
             tag = name + ('-asan' if qemu else '')
             rc, out = self.replay(tag, log, qemu)
-            self.assertGreaterEqual(rc, 0, f'{tag}: killed by signal '
-                                    f'{-rc}:\n{out[-3000:]}')
-            self.assertNotIn(rc, SIGNAL_EXITS, f'{tag}:\n{out[-3000:]}')
+            self.assert_clean(tag, rc, out)
             self.assertNotEqual(rc, 0, f'{tag}: the corrupt log was '
                                 'replayed as if valid')
-            self.assertNotIn('ERROR: AddressSanitizer', out)
-            self.assertNotIn('runtime error:', out)
             self.assertRegex(out, expect, f'{tag}: exit {rc}:\n{out[-3000:]}')
-
-    @staticmethod
-    def first(events, ev, nth=0):
-        found = [p for e, p in events if e == ev]
-        if len(found) <= nth:
-            raise AssertionError(f'the recorded log has no event {ev} '
-                                 f'#{nth}: {sorted({e for e, _ in events})}')
-        return found[nth]
 
     # -- the cases ------------------------------------------------------
 
