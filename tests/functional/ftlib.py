@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(TOP, 'qemu', 'python'))
 from qemu.machine import QEMUMachine  # noqa: E402
 from qemu.machine.machine import AbnormalShutdown  # noqa: E402
 
-import fttls  # noqa: E402
+from ft_test import tls as fttls  # noqa: E402
 
 BUILD = os.environ.get('FT_BUILD_DIR', os.path.join(TOP, 'build'))
 QEMU_BIN = os.environ.get('FT_QEMU',
