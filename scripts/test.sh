@@ -130,6 +130,8 @@ else
 fi
 
 info "functional tests (pytest)"
+# The tests' package ft_test lives in tests/functional (docs/development.md)
+PYTHONPATH="$TOP/tests/functional${PYTHONPATH:+:$PYTHONPATH}" \
 /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider \
     -o log_cli=true -o log_cli_level=WARNING \
     --junitxml="$OUT/functional.xml" "$TOP/tests/setup" "$TOP/tests/functional" "$@"

@@ -31,9 +31,10 @@ import sys
 import threading
 import time
 
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import BenchRun, percentile as pct  # noqa: E402
-from test_ft_disk import QEMU_IMG, shared_drive  # noqa: E402
+from ft_test import QEMU_IMG, Pair, Workdir, guest_args, \
+    percentile as pct, shared_drive  # noqa: E402
 
 
 def watch(con, vm, stop, seen):
@@ -50,55 +51,57 @@ def watch(con, vm, stop, seen):
 
 
 def run(protected, a):
-    tc = BenchRun()
-    tc.setUp()
-    res = {}
-    try:
-        disk = tc.make_disk('disk.img', max(16, a.mb * 2 + 1))
+    with Workdir('bench_disk') as wd:
+        disk = wd.make_disk('disk.img', max(16, a.mb * 2 + 1))
         if a.format != 'raw':
             subprocess.run([QEMU_IMG, 'create', '-q', '-f', a.format, disk,
                             f'{max(16, a.mb * 2 + 1)}M'], check=True)
-        append = tc.guest_args(work='disk', disk_loops=a.loops,
-                               disk_mb=a.mb, fsyncs=a.fsyncs)
+        append = guest_args(work='disk', disk_loops=a.loops, disk_mb=a.mb,
+                            fsyncs=a.fsyncs)
         if protected:
-            p, pcon, b, bcon = tc.make_ft_pair(
-                append, primary_args=shared_drive(disk, False, fmt=a.format),
-                backup_args=shared_drive(disk, True, fmt=a.format))
-        else:
-            p, pcon = tc.make_vm('plain', append, args=[
-                '-drive', f'file={disk},if=none,id=d0,format={a.format},'
-                'cache.direct=on', '-device', 'ide-hd,drive=d0'])
-            p.launch()
-        seen, stop = [], threading.Event()
-        t = threading.Thread(target=watch, args=(pcon, p, stop, seen))
-        t.start()
-        bw = []
-        deadline = time.monotonic() + 900
-        while not re.search(rf'^DISK verify ok loop={a.loops}\b',
-                            pcon.text(), re.M):
-            if time.monotonic() > deadline:
-                raise AssertionError('the disk workload did not finish')
-            if protected and any('DISK write ok' in ln for _, ln in seen):
-                bw.append(p.cmd('x-query-ft')['bandwidth-mbps'])
-            time.sleep(0.5)
-        stop.set()
-        t.join()
-        fs = [t for t, ln in seen if ln.startswith('FSYNC ')]
-        res['fsync_ms'] = [(b_ - a_) * 1000 for a_, b_ in zip(fs, fs[1:])]
-        marks = [(t, ln) for t, ln in seen
-                 if ln.startswith(('DISK write ok', 'DISK verify ok'))]
-        start = fs[-1] if fs else None
-        w, r = [], []
-        for t_, ln in marks:
-            if start is not None:
-                (w if 'write' in ln else r).append(a.mb / (t_ - start))
-            start = t_
-        res['write_mibs'] = w
-        res['read_mibs'] = r
-        res['log_mbps'] = max(bw) if bw else None
-        tc._ft_passed = True
-    finally:
-        tc.tearDown()
+            with Pair(append, workdir=wd, protected=True,
+                      primary_args=shared_drive(disk, False, fmt=a.format),
+                      backup_args=shared_drive(disk, True,
+                                               fmt=a.format)) as pair:
+                return measure(pair.primary, pair.pcon, True, a)
+        p, pcon = wd.make_vm('plain', append, args=[
+            '-drive', f'file={disk},if=none,id=d0,format={a.format},'
+            'cache.direct=on', '-device', 'ide-hd,drive=d0'])
+        p.launch()
+        return measure(p, pcon, False, a)
+
+
+def measure(p, pcon, protected, a):
+    """The figures of VM @p (a protected pair's primary if @protected)
+    running the disk workload, its console @pcon."""
+    res = {}
+    seen, stop = [], threading.Event()
+    t = threading.Thread(target=watch, args=(pcon, p, stop, seen))
+    t.start()
+    bw = []
+    deadline = time.monotonic() + 900
+    while not re.search(rf'^DISK verify ok loop={a.loops}\b',
+                        pcon.text(), re.M):
+        if time.monotonic() > deadline:
+            raise AssertionError('the disk workload did not finish')
+        if protected and any('DISK write ok' in ln for _, ln in seen):
+            bw.append(p.cmd('x-query-ft')['bandwidth-mbps'])
+        time.sleep(0.5)
+    stop.set()
+    t.join()
+    fs = [t for t, ln in seen if ln.startswith('FSYNC ')]
+    res['fsync_ms'] = [(b_ - a_) * 1000 for a_, b_ in zip(fs, fs[1:])]
+    marks = [(t, ln) for t, ln in seen
+             if ln.startswith(('DISK write ok', 'DISK verify ok'))]
+    start = fs[-1] if fs else None
+    w, r = [], []
+    for t_, ln in marks:
+        if start is not None:
+            (w if 'write' in ln else r).append(a.mb / (t_ - start))
+        start = t_
+    res['write_mibs'] = w
+    res['read_mibs'] = r
+    res['log_mbps'] = max(bw) if bw else None
     return res
 
 

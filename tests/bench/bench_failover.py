@@ -32,8 +32,10 @@ import random
 import sys
 import time
 
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import BenchRun, percentile as pct  # noqa: E402
+from ft_test import Pair, percentile as pct  # noqa: E402
+from ft_test.failover import kill_primary_trial, trial_append  # noqa: E402
 
 
 def main():
@@ -52,24 +54,22 @@ def main():
     results = []
     failures = 0
     for n, (fault, work) in enumerate(plan, 1):
-        tc = BenchRun()
-        tc.setUp()
         # Every third kill may hit the boot: counted from the launch.
         from_launch = fault == 'kill' and n % 3 == 0
         delay = rnd.uniform(1, 10) if from_launch else rnd.uniform(0, 4)
+        cpu_iters = 60 if 'cpu' in work else None
         t0 = time.monotonic()
+        pair = Pair(trial_append(work, cpu_iters), protected=True)
         try:
-            r = tc.kill_primary_trial(work, delay, stop=fault == 'stop',
-                                      cpu_iters=60 if 'cpu' in work else None,
-                                      from_launch=from_launch)
-            tc._ft_passed = True
+            with pair:
+                r = kill_primary_trial(pair, work, delay, stop=fault == 'stop',
+                                       cpu_iters=cpu_iters,
+                                       from_launch=from_launch)
         except Exception as e:     # noqa: BLE001  reported, series goes on
             failures += 1
             print(f'{n:3} {fault:4} {work:10} FAILED: {e}'[:400],
-                  f'(logs: {tc.workdir})', flush=True)
+                  f'(logs: {pair.workdir.path})', flush=True)
             continue
-        finally:
-            tc.tearDown()
         r.update(fault=fault, work=work, delay_s=delay,
                  wall_s=time.monotonic() - t0)
         results.append(r)

@@ -15,25 +15,18 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-import ftlib  # noqa: E402
-from ftlib import QEMUMachine, Console  # noqa: E402
+from ft_test import Workdir, guest_args  # noqa: E402
 
 
-def run_vm(workdir, name, append, icount, wait_for, until_exit=False):
-    vm = QEMUMachine(ftlib.QEMU_BIN, name=name, base_temp_dir=workdir)
-    con = Console(os.path.join(workdir, name + '.console'))
-    vm.add_args('-machine', 'q35', '-cpu', 'Nehalem', '-m', '256',
-                '-nodefaults', '-net', 'none',
-                '-kernel', os.path.join(ftlib.GUEST_DIR, 'vmlinux'),
-                '-initrd', os.path.join(ftlib.GUEST_DIR, 'initramfs.cpio.gz'),
-                '-append', append, '-serial', f'file:{con.path}',
-                '-L', '/usr/share/qemu', '-L', '/usr/share/seabios')
-    if icount:
-        vm.add_args('-icount', icount)
+def run_vm(wd, name, append, wait_for, until_exit=False, **icount):
+    """Boot VM @name in Workdir @wd (see its make_vm() for @icount); the
+    wall time to @wait_for on its console (or to its exit), and the
+    console."""
+    vm, con = wd.make_vm(name, append, **icount)
     t0 = time.monotonic()
     vm.launch()
     try:
@@ -49,26 +42,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--rounds', type=int, default=3)
     args = ap.parse_args()
-    workdir = tempfile.mkdtemp(prefix='bench-foundation.')
+    with Workdir('bench_foundation') as wd:
+        rounds(wd, args.rounds)
+
+
+def rounds(wd, n):
     boot = {'tcg': [], 'icount': [], 'record': []}
     rr = {'record': [], 'replay': []}
-    log = os.path.join(workdir, 'rr.log')
-    base = ftlib.FAST_BOOT + ' ft.work=ticker'
-    work = ftlib.FAST_BOOT + ' ft.work=ticker,cpu ft.ticks=10 ft.cpu_iters=20 ft.poweroff=1'
-    for r in range(args.rounds):
-        boot['tcg'].append(run_vm(workdir, 'tcg', base, None, '^FT-READY')[0])
-        boot['icount'].append(run_vm(workdir, 'ic', base, 'shift=5',
-                                     '^FT-READY')[0])
-        boot['record'].append(run_vm(workdir, 'rec', base,
-                                     f'shift=5,rr=record,rrfile={log}.boot',
-                                     '^FT-READY')[0])
-        t, rec_out = run_vm(workdir, 'wrec', work,
-                            f'shift=5,rr=record,rrfile={log}', '^FT-DONE',
-                            until_exit=True)
+    log = wd.scratch('rr.log')
+    base = guest_args(work='ticker')
+    work = guest_args(work='ticker,cpu', ticks=10, cpu_iters=20, poweroff=1)
+    for r in range(n):
+        boot['tcg'].append(run_vm(wd, 'tcg', base, '^FT-READY',
+                                  shift=None)[0])
+        boot['icount'].append(run_vm(wd, 'ic', base, '^FT-READY')[0])
+        boot['record'].append(run_vm(wd, 'rec', base, '^FT-READY',
+                                     rr='record', rrfile=log + '.boot')[0])
+        t, rec_out = run_vm(wd, 'wrec', work, '^FT-DONE', until_exit=True,
+                            rr='record', rrfile=log)
         rr['record'].append(t)
-        t, rep_out = run_vm(workdir, 'wrep', work,
-                            f'shift=5,rr=replay,rrfile={log}', '^FT-DONE',
-                            until_exit=True)
+        t, rep_out = run_vm(wd, 'wrep', work, '^FT-DONE', until_exit=True,
+                            rr='replay', rrfile=log)
         rr['replay'].append(t)
         same = rec_out == rep_out
         print(f'round {r + 1}: boot tcg {boot["tcg"][-1]:.2f}s '

@@ -48,79 +48,19 @@
 import argparse
 import os
 import signal
-import socket
 import statistics
 import sys
 import threading
 import time
 
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-import ftlib  # noqa: E402
-from ftfail import percentile as pct  # noqa: E402
+from ft_test import WORKLOADS, Echo, Pair, Workdir, devices, \
+    free_tcp_port, percentile as pct, query_ft, \
+    query_replay as replay_info  # noqa: E402
 
-WORKLOADS = {
-    'idle': dict(work=''),
-    'ticker': dict(work='ticker'),
-    'cpu': dict(work='cpu,ticker', cpu_iters=1000000),
-    'disk': dict(work='disk,ticker', disk_loops=0, disk_mb=4),
-    'network': dict(work='echo,ticker', ip='10.0.2.15/24', gw='10.0.2.2'),
-}
-
-
-class Bench(ftlib.FTTestCase):
-    def runTest(self):
-        pass
-
-
-def devices(t, workload, side):
-    if workload == 'disk':
-        path = t.make_disk(f'{side}.img', 16)
-        return ['-drive', f'file={path},if=none,id=d0,format=raw',
-                '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr',
-                '-device', 'ide-hd,drive=d0-rr']
-    if workload == 'network':
-        fwd = f',hostfwd=tcp:127.0.0.1:{t.echo_port}-:7' \
-            if side != 'backup' else ''
-        args = ['-netdev', 'user,id=n0' + fwd,
-                '-device', 'virtio-net-pci,netdev=n0,romfile=']
-        if side != 'plain':
-            args += ['-object', 'filter-replay,id=fr0,netdev=n0']
-        return args
-    return []
-
-
-def echo_client(port, stop, counter, cpus=None, window=64 * 1024):
-    """Stream through the guest's echo server with up to @window bytes
-    in flight, counting the bytes that come back: throughput, not the
-    round trip of one message (bench_network.py measures that)."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)   # this thread only
-    msg = os.urandom(4096)
-    while not stop.is_set():
-        try:
-            with socket.create_connection(('127.0.0.1', port), timeout=10) as s:
-                sent = got = 0
-                while not stop.is_set():
-                    if sent - got + len(msg) <= window:
-                        s.sendall(msg)
-                        sent += len(msg)
-                        continue
-                    d = s.recv(65536)
-                    if not d:
-                        raise OSError('closed')
-                    got += len(d)
-                    counter[0] += len(d)
-        except OSError:
-            time.sleep(0.5)
-
-
-def replay_info(vm):
-    """(monotonic time, icount, guest clock ns)"""
-    r = vm.cmd('query-replay')
-    return time.monotonic(), r['icount'], r['clock-ns']
-
-
-# What "speed" means for each workload (see the top of this file)
+# The workloads measured (ft_test.WORKLOADS), and what "speed" means for
+# each (see the top of this file)
 WORK = {'idle': 'clock', 'ticker': 'clock', 'cpu': 'insns',
         'disk': 'insns', 'network': 'echo'}
 
@@ -131,14 +71,22 @@ def rates(a, b, echoed=0):
             'echo': echoed / dt}
 
 
-def start_client(t, workload, stop, port=None, cpus=None):
-    counter = [0]
-    if workload == 'network':
-        threading.Thread(target=echo_client,
-                         args=(port or t.echo_port, stop, counter, cpus),
-                         daemon=True).start()
-        time.sleep(1)
-    return counter
+class NoClient:
+    verified = 0
+
+
+def start_client(workload, stop, port, cpus=None):
+    """For the network workload, stream through the guest's echo server
+    with up to 64 KiB in flight, counting the bytes that come back
+    (.verified): throughput, not the round trip of one message
+    (bench_network.py measures that)."""
+    if not WORKLOADS[workload].net:
+        return NoClient()
+    echo = Echo('127.0.0.1', port, stop=stop.is_set, window=64 * 1024,
+                reconnect=True, cpus=cpus, timeout=10)
+    echo.start()
+    time.sleep(1)
+    return echo
 
 
 def wall_lag(history, t_b, icount_b):
@@ -154,12 +102,12 @@ def wall_lag(history, t_b, icount_b):
     return max(0.0, t_b - history[0][0]) * 1000
 
 
-def sample(t, p, b, history, now, lags, walls, qmp):
+def sample(p, b, history, now, lags, walls, qmp):
     """One lag sample: x-query-ft on both sides; @now is the time on
     @history's clock."""
-    pi, pt = t.ft(p)
+    pi, pt = query_ft(p)
     history.append((now(), pi['icount']))
-    bi, bt = t.ft(b)
+    bi, bt = query_ft(b)
     qmp += [pt, bt]
     lags.append(pi['lag-ms'])
     walls.append(wall_lag(history, now(), bi['icount']))
@@ -177,60 +125,59 @@ def summary(res, lags, walls, qmp, p0, p1, b1):
     return res
 
 
+def pair(wd, workload, rrx, cpu0, cpu1, port):
+    """A pair running @workload in Workdir @wd, its echo server on host
+    @port; not started."""
+    return Pair(WORKLOADS[workload].append(), workdir=wd, rrx=rrx,
+                primary_args=devices(workload, 'primary', wd.make_disk, port),
+                backup_args=devices(workload, 'backup', wd.make_disk),
+                primary_wrapper=cpu0, backup_wrapper=cpu1)
+
+
 def run_plain(workload, seconds, cpu0):
-    knobs = WORKLOADS[workload]
-    t = Bench()
-    t.setUp()
-    t.echo_port = ftlib.free_tcp_port()
+    port = free_tcp_port()
     stop = threading.Event()
     try:
-        vm, con = t.make_vm('plain', t.guest_args(**knobs),
-                            args=devices(t, workload, 'plain'), wrapper=cpu0)
-        vm.launch()
-        con.wait(r'FT-READY', 300, vm)
-        echoed = start_client(t, workload, stop)
-        a, e0 = replay_info(vm), echoed[0]
-        time.sleep(seconds)
-        b = replay_info(vm)
-        return rates(a, b, echoed[0] - e0)
+        with Workdir('bench_ft') as wd:
+            vm, con = wd.make_vm(
+                'plain', WORKLOADS[workload].append(),
+                args=devices(workload, 'plain', wd.make_disk, port),
+                wrapper=cpu0)
+            vm.launch()
+            con.wait(r'FT-READY', 300, vm)
+            echo = start_client(workload, stop, port)
+            a, e0 = replay_info(vm), echo.verified
+            time.sleep(seconds)
+            b = replay_info(vm)
+            return rates(a, b, echo.verified - e0)
     finally:
         stop.set()
-        t._ft_passed = True
-        t.tearDown()
 
 
 def run_pair(workload, seconds, rrx, cpu0, cpu1):
-    knobs = WORKLOADS[workload]
-    t = Bench()
-    t.setUp()
-    t.echo_port = ftlib.free_tcp_port()
+    port = free_tcp_port()
     stop = threading.Event()
     try:
-        p, pcon, b, bcon = t.make_pair(
-            t.guest_args(**knobs), rrx=rrx,
-            primary_args=devices(t, workload, 'primary'),
-            backup_args=devices(t, workload, 'backup'),
-            primary_wrapper=cpu0, backup_wrapper=cpu1)
-        pcon.wait(r'FT-READY', 300, p)
-        echoed = start_client(t, workload, stop)
-        pa, ba, e0 = replay_info(p), replay_info(b), echoed[0]
-        p0 = t.ft(p)[0]
-        lags, walls, qmp = [], [], []
-        history = [(pa[0], pa[1])]
-        while time.monotonic() - pa[0] < seconds:
-            time.sleep(0.1)
-            sample(t, p, b, history, time.monotonic, lags, walls, qmp)
-        pb, bb = replay_info(p), replay_info(b)
-        p1, b1 = t.ft(p)[0], t.ft(b)[0]
-        res = rates(pa, pb, echoed[0] - e0)
-        res['backup'] = rates(ba, bb)
-        res['mbps'] = (p1['log-acked'] - p0['log-acked']) * 8 / \
-            (pb[0] - pa[0]) / 1e6
-        return summary(res, lags, walls, qmp, p0, p1, b1)
+        with Workdir('bench_ft') as wd, \
+                pair(wd, workload, rrx, cpu0, cpu1, port) as (p, pcon, b, _):
+            pcon.wait(r'FT-READY', 300, p)
+            echo = start_client(workload, stop, port)
+            pa, ba, e0 = replay_info(p), replay_info(b), echo.verified
+            p0 = query_ft(p)[0]
+            lags, walls, qmp = [], [], []
+            history = [(pa[0], pa[1])]
+            while time.monotonic() - pa[0] < seconds:
+                time.sleep(0.1)
+                sample(p, b, history, time.monotonic, lags, walls, qmp)
+            pb, bb = replay_info(p), replay_info(b)
+            p1, b1 = query_ft(p)[0], query_ft(b)[0]
+            res = rates(pa, pb, echo.verified - e0)
+            res['backup'] = rates(ba, bb)
+            res['mbps'] = (p1['log-acked'] - p0['log-acked']) * 8 / \
+                (pb[0] - pa[0]) / 1e6
+            return summary(res, lags, walls, qmp, p0, p1, b1)
     finally:
         stop.set()
-        t._ft_passed = True
-        t.tearDown()
 
 
 def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
@@ -239,131 +186,119 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
     order ABBA ABBA ..., so that both see the host's load at the same
     moments.  Returns the same figures as run_plain() and run_pair(),
     summed over each side's slices."""
-    knobs = WORKLOADS[workload]
-    t = Bench()
-    t.setUp()
-    stop = threading.Event()
-    vms = []
-    try:
-        t.echo_port = ftlib.free_tcp_port()
-        plain_port = t.echo_port
-        vm, con = t.make_vm('plain', t.guest_args(**knobs),
-                            args=devices(t, workload, 'plain'), wrapper=cpu0)
-        vm.launch()
-        vms.append(vm)
-        t.echo_port = pair_port = ftlib.free_tcp_port()
-        p, pcon, b, bcon = t.make_pair(
-            t.guest_args(**knobs), rrx=rrx + ',rrtimeout=60000',
-            primary_args=devices(t, workload, 'primary'),
-            backup_args=devices(t, workload, 'backup'),
-            primary_wrapper=cpu0, backup_wrapper=cpu1)
-        vms += [p, b]
-        con.wait(r'FT-READY', 300, vm)
-        pcon.wait(r'FT-READY', 300, p)
-        # Pinned, the client shares CPU 0 with whichever VM is measured:
-        # the same cost to both.  Beside the backup, it would have had
-        # CPU 1 to itself in the unprotected VM's slices only.
-        cpus = {0} if cpu0 else None
-        plain_echo = start_client(t, workload, stop, plain_port, cpus)
-        pair_echo = start_client(t, workload, stop, pair_port, cpus)
-        sides = {'plain': [vm], 'pair': [p, b]}
-        tot = {k: dict(dt=0.0, insns=0, clock=0, echo=0)
-               for k in ('plain', 'pair', 'backup')}
-        lags, walls, qmp = [], [], []
-        p0 = t.ft(p)[0]
-        acked = 0
-        # the pair's own clock, which stands still while it is stopped:
-        # wall lag must not count the other side's slices
-        off, history = 0.0, []
-        first = None
-        n = max(1, round(seconds / slice_s))
-        order = [('pair', 'plain') if i % 4 in (0, 3) else ('plain', 'pair')
-                 for i in range(2 * n)]
-        for run_side, stop_side in order:
-            for x in sides[stop_side]:
-                os.kill(x.get_pid(), signal.SIGSTOP)
-            for x in sides[run_side]:
+    plain_port, pair_port = free_tcp_port(), free_tcp_port()
+    with Workdir('bench_ft') as wd, \
+            pair(wd, workload, rrx + ',rrtimeout=60000', cpu0, cpu1,
+                 pair_port) as (p, pcon, b, bcon):
+        stop = threading.Event()
+        vms = []
+        try:
+            vm, con = wd.make_vm(
+                'plain', WORKLOADS[workload].append(),
+                args=devices(workload, 'plain', wd.make_disk, plain_port),
+                wrapper=cpu0)
+            vm.launch()
+            vms.append(vm)
+            vms += [p, b]
+            con.wait(r'FT-READY', 300, vm)
+            pcon.wait(r'FT-READY', 300, p)
+            # Pinned, the client shares CPU 0 with whichever VM is measured:
+            # the same cost to both.  Beside the backup, it would have had
+            # CPU 1 to itself in the unprotected VM's slices only.
+            cpus = {0} if cpu0 else None
+            plain_echo = start_client(workload, stop, plain_port, cpus)
+            pair_echo = start_client(workload, stop, pair_port, cpus)
+            sides = {'plain': [vm], 'pair': [p, b]}
+            tot = {k: dict(dt=0.0, insns=0, clock=0, echo=0)
+                   for k in ('plain', 'pair', 'backup')}
+            lags, walls, qmp = [], [], []
+            p0 = query_ft(p)[0]
+            acked = 0
+            # the pair's own clock, which stands still while it is stopped:
+            # wall lag must not count the other side's slices
+            off, history = 0.0, []
+            first = None
+            n = max(1, round(seconds / slice_s))
+            order = [('pair', 'plain') if i % 4 in (0, 3)
+                     else ('plain', 'pair') for i in range(2 * n)]
+            for run_side, stop_side in order:
+                for x in sides[stop_side]:
+                    os.kill(x.get_pid(), signal.SIGSTOP)
+                for x in sides[run_side]:
+                    os.kill(x.get_pid(), signal.SIGCONT)
+                if run_side == 'plain':
+                    a, e0 = replay_info(vm), plain_echo.verified
+                    time.sleep(slice_s)
+                    z = replay_info(vm)
+                    off += time.monotonic() - a[0]
+                    add = [('plain', a, z, plain_echo.verified - e0)]
+                else:
+                    pa, ba = replay_info(p), replay_info(b)
+                    e0 = pair_echo.verified
+                    k0 = query_ft(p)[0]['log-acked']
+                    history.append((pa[0] - off, pa[1]))
+                    while time.monotonic() - pa[0] < slice_s:
+                        time.sleep(0.1)
+                        sample(p, b, history, lambda: time.monotonic() - off,
+                               lags, walls, qmp)
+                    pz, bz = replay_info(p), replay_info(b)
+                    first = first or (pa, ba)
+                    last = (pz, bz)
+                    acked += query_ft(p)[0]['log-acked'] - k0
+                    add = [('pair', pa, pz, pair_echo.verified - e0),
+                           ('backup', ba, bz, 0)]
+                for k, a, z, e in add:
+                    tot[k]['dt'] += z[0] - a[0]
+                    tot[k]['insns'] += z[1] - a[1]
+                    tot[k]['clock'] += z[2] - a[2]
+                    tot[k]['echo'] += e
+            for x in vms:
                 os.kill(x.get_pid(), signal.SIGCONT)
-            if run_side == 'plain':
-                a, e0 = replay_info(vm), plain_echo[0]
-                time.sleep(slice_s)
-                z = replay_info(vm)
-                off += time.monotonic() - a[0]
-                add = [('plain', a, z, plain_echo[0] - e0)]
-            else:
-                pa, ba, e0 = replay_info(p), replay_info(b), pair_echo[0]
-                k0 = t.ft(p)[0]['log-acked']
-                history.append((pa[0] - off, pa[1]))
-                while time.monotonic() - pa[0] < slice_s:
-                    time.sleep(0.1)
-                    sample(t, p, b, history, lambda: time.monotonic() - off,
-                           lags, walls, qmp)
-                pz, bz = replay_info(p), replay_info(b)
-                first = first or (pa, ba)
-                last = (pz, bz)
-                acked += t.ft(p)[0]['log-acked'] - k0
-                add = [('pair', pa, pz, pair_echo[0] - e0),
-                       ('backup', ba, bz, 0)]
-            for k, a, z, e in add:
-                tot[k]['dt'] += z[0] - a[0]
-                tot[k]['insns'] += z[1] - a[1]
-                tot[k]['clock'] += z[2] - a[2]
-                tot[k]['echo'] += e
-        for x in vms:
-            os.kill(x.get_pid(), signal.SIGCONT)
-        p1, b1 = t.ft(p)[0], t.ft(b)[0]
+            p1, b1 = query_ft(p)[0], query_ft(b)[0]
 
-        def rate(k):
-            d = tot[k]
-            return {'insns': d['insns'] / d['dt'],
-                    'clock': d['clock'] / d['dt'] / 1e9,
-                    'echo': d['echo'] / d['dt']}
-        plain, res = rate('plain'), rate('pair')
-        # The backup's progress against the primary's from the first
-        # slice to the last, stopped time included: a VM continued after
-        # a stop may move its idle clock on before the slice's first
-        # sample, and the backup replays that move inside its slice.
-        res['backup'] = {
-            'insns': res['insns'] * (last[1][1] - first[1][1]) /
-            max(last[0][1] - first[0][1], 1),
-            'clock': res['clock'] * (last[1][2] - first[1][2]) /
-            max(last[0][2] - first[0][2], 1),
-            'echo': 0.0}
-        res['mbps'] = acked * 8 / tot['pair']['dt'] / 1e6
-        return plain, summary(res, lags, walls, qmp, p0, p1, b1)
-    finally:
-        stop.set()
-        for x in vms:
-            try:
-                os.kill(x.get_pid(), signal.SIGCONT)
-            except (OSError, TypeError):
-                pass
-        t._ft_passed = True
-        t.tearDown()
+            def rate(k):
+                d = tot[k]
+                return {'insns': d['insns'] / d['dt'],
+                        'clock': d['clock'] / d['dt'] / 1e9,
+                        'echo': d['echo'] / d['dt']}
+            plain, res = rate('plain'), rate('pair')
+            # The backup's progress against the primary's from the first
+            # slice to the last, stopped time included: a VM continued after
+            # a stop may move its idle clock on before the slice's first
+            # sample, and the backup replays that move inside its slice.
+            res['backup'] = {
+                'insns': res['insns'] * (last[1][1] - first[1][1]) /
+                max(last[0][1] - first[0][1], 1),
+                'clock': res['clock'] * (last[1][2] - first[1][2]) /
+                max(last[0][2] - first[0][2], 1),
+                'echo': 0.0}
+            res['mbps'] = acked * 8 / tot['pair']['dt'] / 1e6
+            return plain, summary(res, lags, walls, qmp, p0, p1, b1)
+        finally:
+            stop.set()
+            for x in vms:
+                try:
+                    os.kill(x.get_pid(), signal.SIGCONT)
+                except (OSError, TypeError):
+                    pass
 
 
 def starved_qmp(rrx):
     """x-query-ft round trips (ms) on a backup whose primary is
     stopped, so that no log arrives."""
-    t = Bench()
-    t.setUp()
-    try:
-        p, pcon, b, bcon = t.make_pair(t.guest_args(work='ticker'),
-                                       rrx=rrx + ',rrtimeout=10000')
+    with Pair(WORKLOADS['ticker'].append(),
+              rrx=rrx + ',rrtimeout=10000') as (p, pcon, b, bcon):
         pcon.wait(r'TICK 2\b', 300, p)
         os.kill(p.get_pid(), signal.SIGSTOP)
         times = []
         try:
             end = time.monotonic() + 3
             while time.monotonic() < end:
-                times.append(t.ft(b)[1])
+                times.append(query_ft(b)[1])
                 time.sleep(0.01)
         finally:
             os.kill(p.get_pid(), signal.SIGCONT)
         return times
-    finally:
-        t._ft_passed = True
-        t.tearDown()
 
 
 def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0):
@@ -403,7 +338,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=int, default=20)
     ap.add_argument('--rounds', type=int, default=2)
-    ap.add_argument('--workloads', default=','.join(WORKLOADS))
+    ap.add_argument('--workloads', default=','.join(WORK))
     ap.add_argument('--rrx', default='',
                     help='extra -icount options for the pair, e.g. '
                     '",rrlag=5000"')

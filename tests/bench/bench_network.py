@@ -23,70 +23,54 @@
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
-from ftfail import BenchRun, BridgeNet  # noqa: E402
-
-CLIENT = os.path.join(os.path.dirname(__file__), '..', 'functional',
-                      'ftclient.py')
-
-
-def measure(net, what, seconds):
-    out = subprocess.run(['ip', 'netns', 'exec', net.ns, sys.executable,
-                          CLIENT, '--host', net.GUEST_IP, '--measure', what,
-                          '--seconds', str(seconds)], check=True,
-                         capture_output=True, text=True,
-                         timeout=seconds + 120).stdout
-    return json.loads(out)
+from ft_test import BridgeNet, Pair, Workdir, guest_args  # noqa: E402
 
 
 def run(protected, seconds, tls=None):
-    tc = BenchRun()
-    tc.setUp()
-    net = BridgeNet(os.getpid() % 1000)
-    net.__enter__()
-    res = {}
-    try:
-        append = tc.guest_args(ip=net.GUEST_IP + '/24', work='echo,http',
-                               http_mb=8)
+    with BridgeNet(os.getpid() % 1000) as net, Workdir('bench_network') as wd:
+        append = guest_args(ip=net.GUEST_IP + '/24', work='echo,http',
+                            http_mb=8)
         if protected:
-            p, pcon, b, bcon = tc.make_ft_pair(
-                append, primary_args=net.nic_args(0),
-                backup_args=net.nic_args(1), tls=tls)
-        else:
-            p, pcon = tc.make_vm('plain', append, args=[
-                '-netdev', f'tap,id=n0,ifname={net.taps[0]},script=no,'
-                'downscript=no,vhost=off',
-                '-device', f'virtio-net-pci,netdev=n0,mac={net.MAC},romfile='])
-            p.launch()
-        pcon.wait(r'FT-READY', 180, p)
-        res['rtt'] = measure(net, 'rtt', seconds)
-        samples = []
-        done = threading.Event()
+            with Pair(append, workdir=wd, protected=True, tls=tls,
+                      primary_args=net.nic_args(0),
+                      backup_args=net.nic_args(1)) as pair:
+                return measure(net, pair.primary, pair.pcon, True, seconds)
+        p, pcon = wd.make_vm('plain', append,
+                             args=net.nic_args(0, filters=False))
+        p.launch()
+        return measure(net, p, pcon, False, seconds)
 
-        def sample():
-            while not done.wait(0.5):
-                try:
-                    samples.append(p.cmd('x-query-ft')['bandwidth-mbps'])
-                except Exception:   # noqa: BLE001  unprotected: no channel
-                    return
-        t = threading.Thread(target=sample)
-        if protected:
-            t.start()
-        res['rx'] = measure(net, 'rx', seconds)
-        done.set()
-        if protected:
-            t.join()
-            # skip the first second of the window
-            res['log_mbps'] = max(samples[2:] or samples or [0])
-        res['tx'] = measure(net, 'tx', seconds)
-        tc._ft_passed = True
-    finally:
-        tc.tearDown()
-        net.cleanup()
+
+def measure(net, p, pcon, protected, seconds):
+    """The figures of VM @p (a protected pair's primary if @protected),
+    its console @pcon, on @net."""
+    res = {}
+    pcon.wait(r'FT-READY', 180, p)
+    res['rtt'] = net.measure('rtt', seconds)
+    samples = []
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            try:
+                samples.append(p.cmd('x-query-ft')['bandwidth-mbps'])
+            except Exception:   # noqa: BLE001  unprotected: no channel
+                return
+    t = threading.Thread(target=sample)
+    if protected:
+        t.start()
+    res['rx'] = net.measure('rx', seconds)
+    done.set()
+    if protected:
+        t.join()
+        # skip the first second of the window
+        res['log_mbps'] = max(samples[2:] or samples or [0])
+    res['tx'] = net.measure('tx', seconds)
     return res
 
 

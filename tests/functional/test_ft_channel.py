@@ -15,8 +15,10 @@ import threading
 import time
 import unittest
 
-from ftlib import (FTTestCase, FRAME_DATA, FRAME_HELLO, PROTO_VERSION,
-                   frame, hello, free_tcp_port, wait_port)
+from ft_test import WORKLOADS, Echo, FTTestCase, devices, free_tcp_port, \
+    wait_port
+from ft_test.wire import FRAME_DATA, FRAME_HELLO, PROTO_VERSION, frame, \
+    hello
 
 PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '60'))
 
@@ -96,16 +98,22 @@ class FrameProxy:
 
 class FTChannelTest(FTTestCase):
 
-    def lockstep(self, seconds=PAIR_SECONDS, client=None, **knobs):
-        """Run a pair for @seconds after the guest is ready; check that
-        the backup keeps in lockstep.  Returns the samples."""
-        append = self.guest_args(**knobs)
-        p, pcon, b, bcon = self.make_pair(append, **self.pair_args)
+    def lockstep(self, workload, seconds=PAIR_SECONDS):
+        """Run a pair of @workload (ft_test.WORKLOADS) for @seconds after
+        the guest is ready; check that the backup keeps in lockstep.  A
+        guest with a network echoes a stream meanwhile (self.echo).
+        Returns the samples."""
+        port = free_tcp_port()
+        p, pcon, b, bcon = self.make_pair(
+            WORKLOADS[workload].append(),
+            primary_args=devices(workload, 'primary', self.make_disk, port),
+            backup_args=devices(workload, 'backup', self.make_disk))
         pcon.wait(r'FT-READY', 120, p)
         stop = threading.Event()
-        if client:
-            th = threading.Thread(target=client, args=(stop,), daemon=True)
-            th.start()
+        if WORKLOADS[workload].net:
+            self.echo = Echo('127.0.0.1', port, stop=stop.is_set,
+                             reconnect=True, timeout=10)
+            self.echo.start()
         samples = []
         clocks = []
         slowest = 0
@@ -148,62 +156,22 @@ class FTChannelTest(FTTestCase):
                         'backup console is not a prefix of the primary')
         return samples
 
-    pair_args = {}
-
     def test_lockstep_idle(self):
-        self.lockstep(work='')
+        self.lockstep('idle')
 
     def test_lockstep_ticker(self):
-        self.lockstep(work='ticker')
+        self.lockstep('ticker')
 
     def test_lockstep_cpu(self):
-        self.lockstep(work='cpu,ticker', cpu_iters=1000000)
+        self.lockstep('cpu')
 
     def test_lockstep_disk(self):
         # Until the shared disk (issue 6) each side has its own copy.
-        pd = self.make_disk('p.img', 16)
-        bd = self.make_disk('b.img', 16)
-
-        def drive(path):
-            return ['-drive', f'file={path},if=none,id=d0,format=raw',
-                    '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr',
-                    '-device', 'ide-hd,drive=d0-rr']
-        self.pair_args = {'primary_args': drive(pd), 'backup_args': drive(bd)}
-        self.lockstep(work='disk,ticker', disk_loops=0, disk_mb=4)
+        self.lockstep('disk')
 
     def test_lockstep_network(self):
-        port = free_tcp_port()
-
-        def net(fwd):
-            return ['-netdev', 'user,id=n0' + fwd,
-                    '-device', 'virtio-net-pci,netdev=n0,romfile=',
-                    '-object', 'filter-replay,id=fr0,netdev=n0']
-        self.pair_args = {
-            'primary_args': net(f',hostfwd=tcp:127.0.0.1:{port}-:7'),
-            'backup_args': net('')}
-        sent = []
-
-        def client(stop):
-            while not stop.is_set():
-                try:
-                    with socket.create_connection(('127.0.0.1', port),
-                                                  timeout=10) as s:
-                        while not stop.is_set():
-                            msg = os.urandom(4096)
-                            s.sendall(msg)
-                            got = b''
-                            while len(got) < len(msg):
-                                d = s.recv(65536)
-                                if not d:
-                                    raise OSError('closed')
-                                got += d
-                            assert got == msg
-                            sent.append(len(msg))
-                except OSError:
-                    time.sleep(0.5)
-        self.lockstep(work='echo,ticker', client=client,
-                      ip='10.0.2.15/24', gw='10.0.2.2')
-        self.assertGreater(sum(sent), 64 * 1024, 'no echo traffic')
+        self.lockstep('network')
+        self.assertGreater(self.echo.verified, 64 * 1024, 'no echo traffic')
 
     # -- divergence -----------------------------------------------------
 
@@ -306,7 +274,7 @@ class FTChannelTest(FTTestCase):
                                           launch=False,
                                           client_port=proxy_port)
         self.proxy = FrameProxy(proxy_port, self.ft_port, mode)
-        self.launch_pair(p, b)
+        self.pair.start()
         ev = self.wait_event(b, 'FT_PEER_LOST', 120)
         self.log.info('%s', ev)
         self.assertTrue(self.proxy.damaged)

@@ -18,11 +18,10 @@ import subprocess
 import time
 import unittest
 
-from ftfail import FailoverCase, splice_consoles, ticks
-from ftlib import QEMU_IMG, pattern
+from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, pattern, \
+    shared_drive, splice_consoles, ticks
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
-DISK_MB = 4
 FS_LOOPS = 9
 
 
@@ -55,28 +54,12 @@ def image_file_sha(image, name):
     return hashlib.sha256(out).hexdigest()
 
 
-def shared_drive(path, backup, extra='', fmt='raw'):
-    """The guest's AHCI disk on the shared image, through blkreplay ft=on.
-
-    The backup opens the image without taking QEMU's image lock (the
-    primary holds it); both use O_DIRECT, as host page caches on two hosts
-    would not be coherent.
-    """
-    lock = ',file.locking=off' if backup else ''
-    return ['-drive', f'file={path},if=none,id=d0,format={fmt},'
-            f'cache.direct=on{lock}{extra}',
-            '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on',
-            '-device', 'ide-hd,drive=d0-rr']
-
-
 class SharedDiskTest(FailoverCase):
 
     def start(self, primary_extra='', rrx=''):
         self.disk = self.make_disk('shared.img', 16)
         p, pcon, b, bcon = self.make_ft_pair(
-            self.guest_args(work='disk,ticker', disk_loops=0,
-                            disk_mb=DISK_MB),
-            rrx=rrx,
+            WORKLOADS['disk'].append(), rrx=rrx,
             primary_args=shared_drive(self.disk, False, primary_extra),
             backup_args=shared_drive(self.disk, True))
         return p, pcon, b, bcon
@@ -244,8 +227,7 @@ class SharedDiskTest(FailoverCase):
             f.write('[inject-error]\nevent = "read_aio"\niotype = "read"\n'
                     'errno = "5"\nonce = "off"\nsector = "4096"\n')
         self.disk = self.make_disk('shared.img', 16)
-        append = self.guest_args(work='disk,ticker', disk_loops=0,
-                                 disk_mb=DISK_MB)
+        append = WORKLOADS['disk'].append()
         pdrive = ['-drive', f'driver=raw,if=none,id=d0,file.driver=blkdebug,'
                   f'file.config={conf},file.image.filename={self.disk}',
                   '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,'
@@ -274,7 +256,7 @@ class SharedDiskTest(FailoverCase):
             primary_args=shared_drive(self.disk, False, fmt=fmt),
             backup_args=backup_drive)
         with self.assertRaises(Exception):
-            self.launch_pair(p, b)
+            self.pair.start()
         self.assertEqual(self.wait_exit(b, 30), 1)
         log = b.get_log() or ''
         self.log.info('backup: %s', log.strip().splitlines()[-1])

@@ -17,8 +17,8 @@ import time
 import unittest
 import uuid
 
-from ftfail import FailoverCase, Netns, lock_record, splice_consoles, \
-    ticks
+from ft_test import FailoverCase, Netns, splice_consoles, ticks
+from ft_test.wire import lock_record
 
 # kill -9 trials per workload in this suite; scripts/failover-series.sh
 # (tests/bench/bench_failover.py) runs the long series.
@@ -125,11 +125,11 @@ class FailoverTest(FailoverCase):
         if not shutil.which('ip') or os.geteuid() != 0:
             self.skipTest('needs root and iproute2')
         with Netns(os.getpid() % 10000) as ns:
-            self.ft_server_netns = ns.names[1]
             # Off loopback: under TLS (x509 with client certificates)
             p, pcon, b, bcon = self.make_ft_pair(
                 self.guest_args(work='ticker'), host=ns.addrs, tls='x509',
-                primary_wrapper=ns.wrapper(0), backup_wrapper=ns.wrapper(1))
+                primary_wrapper=ns.wrapper(0), backup_wrapper=ns.wrapper(1),
+                server_netns=ns.names[1])
             pcon.wait(r'TICK 2\b', 120, p)
             ns.link(False)
             for vm in (p, b):

@@ -16,7 +16,7 @@ import subprocess
 import time
 import unittest
 
-from ftfail import BridgedCase
+from ft_test import BridgedCase
 
 KILLS = int(os.environ.get('FT_NET_KILLS', '2'))
 

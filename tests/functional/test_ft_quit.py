@@ -11,7 +11,7 @@ import os
 import signal
 import unittest
 
-from ftfail import BridgedCase
+from ft_test import BridgedCase
 
 REPORTS = ('ERROR: AddressSanitizer', 'runtime error:',
            'ERROR: LeakSanitizer', 'Segmentation fault')

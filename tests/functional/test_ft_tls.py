@@ -10,10 +10,9 @@ import re
 import threading
 import unittest
 
-import fttls
 import test_ft_network as net_tests
-from ftfail import FailoverCase
-from ftlib import free_tcp_port, wait_port
+from ft_test import FailoverCase, free_tcp_port, wait_port
+from ft_test import tls as fttls
 
 
 class TlsFailover(FailoverCase):

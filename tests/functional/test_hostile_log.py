@@ -14,7 +14,8 @@ import os
 import shutil
 import struct
 
-from ftlib import BUILD, FTTestCase, REPLAY_VERSION
+from ft_test import BUILD, FTTestCase
+from ft_test.wire import REPLAY_VERSION
 
 QEMU_ASAN = os.environ.get('FT_QEMU_ASAN', os.path.join(
     BUILD, 'qemu-asan', 'qemu-system-x86_64'))

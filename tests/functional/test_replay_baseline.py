@@ -12,13 +12,12 @@
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
-import hashlib
-import random
 import shutil
-import socket
 import time
 
-from ftlib import FTTestCase, free_tcp_port, sha256_file
+from ft_test import WORKLOADS, Echo, FTTestCase, free_tcp_port, \
+    sha256_file
+from ft_test.workloads import disk_args, user_net_args
 
 MEM_MB = 256
 
@@ -26,36 +25,18 @@ MEM_MB = 256
 class ReplayBaseline(FTTestCase):
 
     def vm_args(self, disk, port):
-        args = ['-drive', f'file={disk},if=none,id=d0,format=raw',
-                '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr',
-                '-device', 'ide-hd,drive=d0-rr',
-                '-netdev', 'user,id=n0' +
-                (f',hostfwd=tcp:127.0.0.1:{port}-:7' if port else ''),
-                '-device', 'virtio-net-pci,netdev=n0,romfile=',
-                '-object', 'filter-replay,id=fr0,netdev=n0']
-        return args
+        return disk_args(disk) + user_net_args(port)
 
     def guest_cmdline(self, **extra):
-        knobs = dict(ip='10.0.2.15/24', gw='10.0.2.2',
-                     work='echo,ticker,disk,cpu', ticks=8,
-                     disk_mb=2, disk_loops=2, cpu_iters=20)
-        knobs.update(extra)
-        return self.guest_args(**knobs)
+        return WORKLOADS['baseline'].append(**extra)
 
-    def echo_traffic(self, port, nbytes=65536, seed=1):
+    def echo_traffic(self, port, nbytes=65536):
         """Stream @nbytes through the guest's echo server and check them."""
-        data = random.Random(seed).randbytes(nbytes)
-        got = bytearray()
-        with socket.create_connection(('127.0.0.1', port), timeout=60) as s:
-            for off in range(0, nbytes, 4096):
-                s.sendall(data[off:off + 4096])
-                while len(got) < off + 4096:
-                    chunk = s.recv(65536)
-                    self.assertTrue(chunk, 'echo connection closed early')
-                    got += chunk
-        self.assertEqual(hashlib.sha256(got).hexdigest(),
-                         hashlib.sha256(data).hexdigest(),
-                         'echoed stream differs from what was sent')
+        echo = Echo('127.0.0.1', port, nbytes=nbytes, timeout=60)
+        echo.run()
+        self.assertIsNone(echo.error,
+                          'echoed stream differs from what was sent')
+        self.assertEqual(echo.verified, nbytes)
 
     def wait_connections_closed(self, vm, timeout=60):
         """Wait until slirp has no TCP connection that can still send the

@@ -11,7 +11,7 @@ import os
 import re
 import signal
 
-from ftlib import FTTestCase
+from ft_test import FTTestCase
 
 
 class CrashedRecording(FTTestCase):

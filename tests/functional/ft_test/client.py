@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
+# The network client of the bridged tests, benchmarks and demo, run in the
+# client's network namespace (net.BridgeNet.client_cmd()).  It holds
+# several TCP connections to the guest's echo server, each streaming
+# deterministic data and checking every byte that comes back, plus HTTP
+# downloads of /big.bin checked against its sha256, until the stop file
+# appears.  It prints one JSON object with the results.
 #
-# A network client for the failover tests, run inside the client's network
-# namespace.  It holds several TCP connections to the guest's echo server
-# (port 7), each streaming deterministic data and checking every byte that
-# comes back, plus HTTP downloads of /big.bin checked against its sha256,
-# until the stop file appears.  It prints one JSON object with the results.
-#
-#   ftclient.py --host IP --conns N --stop FILE [--http-sha HEX]
-#   ftclient.py --host IP --measure rtt|rx|tx [--seconds S]
+#   python3 -m ft_test.client --host IP --conns N --stop FILE [--http-sha HEX]
+#   python3 -m ft_test.client --host IP --measure rtt|rx|tx [--seconds S]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -19,67 +18,7 @@ import socket
 import threading
 import time
 
-CHUNK = 4096
-TIMEOUT = 90        # a failover takes far less; TCP retransmits meanwhile
-
-
-def pattern(conn_id, n):
-    """Bytes n*CHUNK .. of connection conn_id's stream: deterministic."""
-    return hashlib.sha256(f'{conn_id}:{n}'.encode()).digest() * (CHUNK // 32)
-
-
-class Echo(threading.Thread):
-    def __init__(self, host, conn_id, stop, chunk_wait):
-        super().__init__(daemon=True)
-        self.host, self.id, self.stop, self.wait = host, conn_id, stop, \
-            chunk_wait
-        self.sent = self.verified = 0
-        self.error = None
-        self.rtts = []
-        self.max_stall = 0.0
-        self.started = threading.Event()
-
-    def run(self):
-        try:
-            s = socket.create_connection((self.host, 7), timeout=TIMEOUT)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            n = 0
-            while not os.path.exists(self.stop):
-                data = pattern(self.id, n)
-                t0 = time.monotonic()
-                s.sendall(data)
-                self.sent += len(data)
-                got = b''
-                while len(got) < len(data):
-                    part = s.recv(len(data) - len(got))
-                    if not part:
-                        raise ConnectionError('connection closed by the '
-                                              f'guest after {self.verified}'
-                                              ' bytes')
-                    got += part
-                dt = time.monotonic() - t0
-                self.rtts.append(dt * 1000)
-                self.max_stall = max(self.max_stall, dt)
-                if got != data:
-                    raise ValueError(f'echoed bytes differ at offset '
-                                     f'{self.verified}')
-                self.verified += len(data)
-                self.started.set()
-                n += 1
-                if self.wait:
-                    time.sleep(self.wait)
-            s.close()
-        except Exception as e:      # noqa: BLE001  reported in the JSON
-            self.error = f'{type(e).__name__}: {e}'
-        self.started.set()
-
-    def result(self):
-        r = sorted(self.rtts)
-        return {'id': self.id, 'sent': self.sent, 'verified': self.verified,
-                'error': self.error, 'max_stall_s': round(self.max_stall, 3),
-                'rtt_p50_ms': r[len(r) // 2] if r else None,
-                'rtt_p99_ms': r[min(len(r) - 1, len(r) * 99 // 100)]
-                if r else None}
+from .echo import Echo, TIMEOUT
 
 
 class Http(threading.Thread):
@@ -120,22 +59,14 @@ def measure(host, mode, seconds):
     """Benchmarks: rtt (64-byte echo round trips), rx (bulk to the guest's
     discard port), tx (HTTP downloads from the guest)."""
     if mode == 'rtt':
-        s = socket.create_connection((host, 7), timeout=TIMEOUT)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rtts = []
         end = time.monotonic() + seconds
-        msg = b'x' * 64
-        while time.monotonic() < end:
-            t0 = time.monotonic()
-            s.sendall(msg)
-            got = b''
-            while len(got) < len(msg):
-                got += s.recv(len(msg) - len(got))
-            rtts.append((time.monotonic() - t0) * 1000)
-        s.close()
-        rtts.sort()
-        return {'n': len(rtts), 'rtt_p50_ms': rtts[len(rtts) // 2],
-                'rtt_p99_ms': rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)]}
+        echo = Echo(host, chunk=64, stop=lambda: time.monotonic() >= end)
+        echo.run()
+        if echo.error:
+            raise RuntimeError(echo.error)
+        r = echo.result()
+        return {'n': len(echo.rtts), 'rtt_p50_ms': r['rtt_p50_ms'],
+                'rtt_p99_ms': r['rtt_p99_ms']}
     total = 0
     t0 = time.monotonic()
     if mode == 'rx':
@@ -174,7 +105,11 @@ def main():
     if a.measure:
         print(json.dumps(measure(a.host, a.measure, a.seconds)))
         return
-    echoes = [Echo(a.host, i, a.stop, a.wait) for i in range(a.conns)]
+
+    def stop():
+        return os.path.exists(a.stop)
+    echoes = [Echo(a.host, conn_id=i, stop=stop, wait=a.wait)
+              for i in range(a.conns)]
     threads = list(echoes)
     http = None
     if a.http_sha:

@@ -23,7 +23,7 @@ import json
 
 DAYS = '2'
 # Where the tests run their channel: loopback, and the addresses of
-# ftfail.Netns pairs.
+# net.Netns pairs.
 SAN = 'DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.77.0.1,IP:10.77.0.2'
 
 
