@@ -255,6 +255,7 @@ struct FtChannel {
      */
     uint64_t consumed;
     bool read_started;              /* replay mutex: ft_read() returned */
+    int64_t startup_deadline;       /* main thread, before the machine */
     bool starved;                   /* lock */
     bool drained_stop;              /* lock */
 

@@ -251,12 +251,37 @@ static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
     return n;
 }
 
+/*
+ * At startup (no vCPU yet) replay waits here for the log's first event,
+ * in the main thread, before the machine exists.  A primary sends one
+ * as soon as it builds its machine, so this has a deadline: a peer that
+ * keeps the connection up with heartbeats and nothing else must not
+ * hang QEMU.  Later, a backup waits for as long as its primary is alive
+ * and has nothing to say (an idle or stopped guest).
+ */
+static void ft_startup_deadline(FtChannel *ch)
+{
+    int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+
+    if (!ch->startup_deadline) {
+        ch->startup_deadline = ft_now_ns() + wait_ms * SCALE_MS;
+    } else if (ft_now_ns() > ch->startup_deadline &&
+               qatomic_load_acquire(&ch->avail_end) == ch->consumed) {
+        error_report("ft: backup: the primary sent no event within %d ms "
+                     "of its log's header; refusing to replay", wait_ms);
+        exit(1);
+    }
+}
+
 static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
     int64_t deadline = ft_now_ns() + timeout_ns;
     bool more;
 
+    if (!first_cpu) {
+        ft_startup_deadline(ch);
+    }
     qemu_mutex_lock(&ch->lock);
     while (ch->avail_end == ch->consumed &&
            ch->state == FT_STATE_STREAMING &&

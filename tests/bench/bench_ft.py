@@ -38,10 +38,14 @@
 # unprotected VM and the primary run on CPU 0 and the backup on CPU 1
 # (taskset), as if the backup had a host of its own; the network
 # workload's client then runs on CPU 0 too, beside the VM measured.
+# With --compare QEMU, every round runs twice, on this build (after) and
+# on another qemu-system-x86_64 (before: an older build, say), in
+# alternating order, and the two are printed side by side.
 #
 #   python3 tests/bench/bench_ft.py [--seconds N] [--rounds N]
 #                                   [--workloads a,b] [--pin]
 #                                   [--interleave S] [--rrx ,opt=v]
+#                                   [--compare OTHER-QEMU]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -125,16 +129,16 @@ def summary(res, lags, walls, qmp, p0, p1, b1):
     return res
 
 
-def pair(wd, workload, rrx, cpu0, cpu1, port):
+def pair(wd, workload, rrx, cpu0, cpu1, port, qemu=None):
     """A pair running @workload in Workdir @wd, its echo server on host
     @port; not started."""
-    return Pair(WORKLOADS[workload].append(), workdir=wd, rrx=rrx,
+    return Pair(WORKLOADS[workload].append(), workdir=wd, rrx=rrx, qemu=qemu,
                 primary_args=devices(workload, 'primary', wd.make_disk, port),
                 backup_args=devices(workload, 'backup', wd.make_disk),
                 primary_wrapper=cpu0, backup_wrapper=cpu1)
 
 
-def run_plain(workload, seconds, cpu0):
+def run_plain(workload, seconds, cpu0, qemu=None):
     port = free_tcp_port()
     stop = threading.Event()
     try:
@@ -142,7 +146,7 @@ def run_plain(workload, seconds, cpu0):
             vm, con = wd.make_vm(
                 'plain', WORKLOADS[workload].append(),
                 args=devices(workload, 'plain', wd.make_disk, port),
-                wrapper=cpu0)
+                wrapper=cpu0, qemu=qemu)
             vm.launch()
             con.wait(r'FT-READY', 300, vm)
             echo = start_client(workload, stop, port)
@@ -154,12 +158,13 @@ def run_plain(workload, seconds, cpu0):
         stop.set()
 
 
-def run_pair(workload, seconds, rrx, cpu0, cpu1):
+def run_pair(workload, seconds, rrx, cpu0, cpu1, qemu=None):
     port = free_tcp_port()
     stop = threading.Event()
     try:
         with Workdir('bench_ft') as wd, \
-                pair(wd, workload, rrx, cpu0, cpu1, port) as (p, pcon, b, _):
+                pair(wd, workload, rrx, cpu0, cpu1, port, qemu) as \
+                (p, pcon, b, _):
             pcon.wait(r'FT-READY', 300, p)
             echo = start_client(workload, stop, port)
             pa, ba, e0 = replay_info(p), replay_info(b), echo.verified
@@ -180,7 +185,7 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1):
         stop.set()
 
 
-def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
+def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s, qemu=None):
     """The unprotected VM and the pair run at the same time, but in
     turn: each slice, one side is SIGSTOPped while the other runs, in the
     order ABBA ABBA ..., so that both see the host's load at the same
@@ -189,14 +194,14 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s):
     plain_port, pair_port = free_tcp_port(), free_tcp_port()
     with Workdir('bench_ft') as wd, \
             pair(wd, workload, rrx + ',rrtimeout=60000', cpu0, cpu1,
-                 pair_port) as (p, pcon, b, bcon):
+                 pair_port, qemu) as (p, pcon, b, bcon):
         stop = threading.Event()
         vms = []
         try:
             vm, con = wd.make_vm(
                 'plain', WORKLOADS[workload].append(),
                 args=devices(workload, 'plain', wd.make_disk, plain_port),
-                wrapper=cpu0)
+                wrapper=cpu0, qemu=qemu)
             vm.launch()
             vms.append(vm)
             vms += [p, b]
@@ -301,20 +306,23 @@ def starved_qmp(rrx):
         return times
 
 
-def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0):
+def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0,
+            qemu=None, first=0):
+    """The figures of @workload, median of @rounds rounds; @qemu: another
+    build; @first: the number of the first round (alternating order)."""
     cpu0 = ['taskset', '-c', '0'] if pin else []
     cpu1 = ['taskset', '-c', '1'] if pin else []
     rows = []
-    for r in range(rounds):
+    for r in range(first, first + rounds):
         if slice_s:
             plain, prot = run_interleaved(workload, seconds, rrx, cpu0, cpu1,
-                                          slice_s)
+                                          slice_s, qemu)
         elif r % 2 == 0:
-            plain = run_plain(workload, seconds, cpu0)
-            prot = run_pair(workload, seconds, rrx, cpu0, cpu1)
+            plain = run_plain(workload, seconds, cpu0, qemu)
+            prot = run_pair(workload, seconds, rrx, cpu0, cpu1, qemu)
         else:
-            prot = run_pair(workload, seconds, rrx, cpu0, cpu1)
-            plain = run_plain(workload, seconds, cpu0)
+            prot = run_pair(workload, seconds, rrx, cpu0, cpu1, qemu)
+            plain = run_plain(workload, seconds, cpu0, qemu)
         row = {k: prot[k] / max(plain[k], 1e-9)
                for k in ('insns', 'clock', 'echo')}
         row['speed'] = row[WORK[workload]]
@@ -328,10 +336,46 @@ def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0):
         print(workload, f'round {r + 1}:', {'plain': plain, 'protected': prot},
               flush=True)
         rows.append(row)
+    return median(rows)
+
+
+def median(rows):
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     med['mismatches'] = sum(row['mismatches'] for row in rows)
     med['qmp_max'] = max(row['qmp_max'] for row in rows)
     return med
+
+
+def compare(args):
+    """Before (--compare) and after (this build), round by round in
+    alternating order, side by side."""
+    rows = []
+    for w in args.workloads.split(','):
+        runs = {'after': [], 'before': []}
+        for r in range(args.rounds):
+            sides = [('after', None), ('before', args.compare)]
+            for side, qemu in sides if r % 2 == 0 else reversed(sides):
+                print(w, side, flush=True)
+                runs[side].append(measure(w, args.seconds, 1, args.rrx,
+                                          args.pin, args.interleave, qemu,
+                                          first=r))
+        rows.append((w, median(runs['before']), median(runs['after'])))
+    print()
+    print(f'before: {args.compare}; after: this build; window '
+          f'{args.seconds} s, median of {args.rounds} rounds each, '
+          f'alternating; icount shift=5{args.rrx}')
+    print('| workload | primary / unprotected, before -> after | '
+          'backup / primary | log Mbit/s | lag p99 guest ms | '
+          'throttled ms | digest mismatches |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
+    for w, b, a in rows:
+        print(f"| {w} ({WORK[w]}) | {b['speed']:.3f} -> {a['speed']:.3f} "
+              f"({a['speed'] / max(b['speed'], 1e-9):.2f}) | "
+              f"{b['backup']:.3f} -> {a['backup']:.3f} | "
+              f"{b['mbps']:.2f} -> {a['mbps']:.2f} | "
+              f"{b['lag_p99']:.1f} -> {a['lag_p99']:.1f} | "
+              f"{b['throttle_ms']:.0f} -> {a['throttle_ms']:.0f} | "
+              f"{b['mismatches']} -> {a['mismatches']} |")
 
 
 def main():
@@ -349,7 +393,13 @@ def main():
                     help='run the unprotected VM and the pair at the same '
                     'time, in turn for S-second slices (default 2); 0: '
                     'one after the other')
+    ap.add_argument('--compare', metavar='QEMU',
+                    help='also run every round on this qemu-system-x86_64 '
+                    '(before), and print it beside the build (after)')
     args = ap.parse_args()
+    if args.compare:
+        compare(args)
+        return
     rows = []
     for w in args.workloads.split(','):
         rows.append((w, measure(w, args.seconds, args.rounds, args.rrx,

@@ -14,9 +14,14 @@
 # link): receive 940 -> 604 Mbit/s, transmit 940 -> 855 Mbit/s.
 # With --tls x509|psk, a third run puts the same pair's logging channel
 # under TLS, and the TLS pair is compared with the clear-text pair.
+# With --compare QEMU, the unprotected VM and the pair also run on another
+# qemu-system-x86_64 (an older build, say), in the order new, old, old,
+# new, and each is printed against its counterpart: before and after a
+# change, in one run.
 # Not a test: nothing is asserted.
 #
 #   python3 tests/bench/bench_network.py [--seconds S] [--tls x509|psk]
+#                                        [--compare OTHER-QEMU]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -31,16 +36,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 from ft_test import BridgeNet, Pair, Workdir, guest_args  # noqa: E402
 
 
-def run(protected, seconds, tls=None):
+def run(protected, seconds, tls=None, qemu=None):
     with BridgeNet(os.getpid() % 1000) as net, Workdir('bench_network') as wd:
         append = guest_args(ip=net.GUEST_IP + '/24', work='echo,http',
                             http_mb=8)
         if protected:
-            with Pair(append, workdir=wd, protected=True, tls=tls,
+            with Pair(append, workdir=wd, protected=True, tls=tls, qemu=qemu,
                       primary_args=net.nic_args(0),
                       backup_args=net.nic_args(1)) as pair:
                 return measure(net, pair.primary, pair.pcon, True, seconds)
-        p, pcon = wd.make_vm('plain', append,
+        p, pcon = wd.make_vm('plain', append, qemu=qemu,
                              args=net.nic_args(0, filters=False))
         p.launch()
         return measure(net, p, pcon, False, seconds)
@@ -91,14 +96,49 @@ def table(name_a, a, name_b, b, log=False):
               f'{y:12.2f} {y / x:7.2f}')
 
 
+def compare(other, seconds):
+    """Before (@other) and after (this build), side by side: the
+    unprotected VM and the pair, in the order after, before, before,
+    after, so that the host's drift weighs on both alike."""
+    res = {}
+    for protected in (False, True):
+        for side, qemu in (('after', None), ('before', other),
+                           ('before', other), ('after', None)):
+            r = run(protected, seconds, qemu=qemu)
+            print(f'{side} {"protected" if protected else "unprotected"}:',
+                  json.dumps(r), flush=True)
+            res.setdefault((side, protected), []).append(r)
+
+    def mean(runs):
+        out = {}
+        for k in runs[0]:
+            if isinstance(runs[0][k], dict):
+                out[k] = mean([r[k] for r in runs])
+            elif isinstance(runs[0][k], (int, float)):
+                out[k] = sum(r[k] for r in runs) / len(runs)
+        return out
+    for protected in (False, True):
+        name = 'the pair' if protected else 'the unprotected VM'
+        print(f'\n{name}: before ({other}) and after (this build), '
+              'mean of 2 runs each')
+        table('before', mean(res[('before', protected)]),
+              'after', mean(res[('after', protected)]), log=protected)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=10)
     ap.add_argument('--tls', choices=('x509', 'psk'),
                     help='also run the pair under TLS and compare')
+    ap.add_argument('--compare', metavar='QEMU',
+                    help='also run everything on this qemu-system-x86_64 '
+                    '(before), and print it against the build (after)')
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('needs root (taps, bridge, network namespaces)')
+    if a.compare:
+        compare(a.compare, a.seconds)
+        return
     u = run(False, a.seconds)
     print('unprotected:', json.dumps(u), flush=True)
     p = run(True, a.seconds)

@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from ftlib import FTTestCase, free_tcp_port
+from ft_test import FTTestCase, free_tcp_port
 
 
 class BackPressure(FTTestCase):

@@ -14,7 +14,7 @@ import signal
 import time
 import unittest
 
-from ftfail import BridgedCase
+from ft_test import BridgedCase
 
 CAP = 2 * 1024 * 1024
 SECONDS = 30

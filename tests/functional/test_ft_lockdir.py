@@ -13,7 +13,7 @@ import time
 import unittest
 import uuid
 
-from ftlib import FTTestCase
+from ft_test import FTTestCase
 
 VM_UUID = str(uuid.uuid4())
 
@@ -89,7 +89,7 @@ class LockDir(FTTestCase):
             vm.launch()
         log = vm.get_log() or ''
         self.vms.remove(vm)
-        self.assertNotIn('rrlock', log)
+        self.assertNotIn('rrlock: ', log)
         self.assertIn('Connection refused', log)
 
 

@@ -23,10 +23,11 @@ import threading
 import time
 import unittest
 
-from ftlib import (FRAME_CONFIG, FRAME_DATA, FRAME_HEARTBEAT, FRAME_HELLO,
-                   frame, free_tcp_port, hello, wait_port)
-from test_hostile_log import (EV_CHAR_WRITE, EV_INSTRUCTION, EV_RANDOM,
-                              HEADER_SIZE, LogCase, parse_log)
+from ft_test import free_tcp_port, wait_port
+from ft_test.wire import (FRAME_CONFIG, FRAME_DATA, FRAME_HEARTBEAT,
+                          FRAME_HELLO, frame, hello)
+from ft_test.replaylog import CORRUPTIONS, EV_INSTRUCTION, HEADER_SIZE, \
+    LogCase, parse_log
 
 FLAG_MORE = 0x0001
 PRIMARY = 1
@@ -74,8 +75,10 @@ class FakePrimary:
         def run():
             while not self.stop.is_set():
                 try:
-                    self.send(frame(FRAME_HEARTBEAT, offset=self.off,
-                                    payload=struct.pack('<QQ', 0, 0)))
+                    with self.lock:     # at the offset of the data sent
+                        self.sock.sendall(frame(
+                            FRAME_HEARTBEAT, offset=self.off,
+                            payload=struct.pack('<QQ', 0, 0)))
                 except OSError:
                     return
                 time.sleep(every)
@@ -122,21 +125,25 @@ class HostilePeer(LogCase):
     def boundaries(log):
         return [p - 1 for _, p in parse_log(log)[1:]] + [len(log)]
 
-    def send_log(self, p, log, upto=None):
+    def send_log(self, p, log, upto=None, bounds=None):
         """The header and the events, in frames that end on event
-        boundaries (at most 256 KiB each), up to byte @upto."""
+        boundaries (@bounds: those of the log before it was patched), of
+        at most 256 KiB, up to byte @upto."""
         upto = len(log) if upto is None else upto
+        bounds = bounds or self.boundaries(log)
         p.data(log[:HEADER_SIZE])
         p.config()
         start = HEADER_SIZE
-        for b in self.boundaries(log):
+        for b in bounds:
             if b > upto:
                 break
-            if b - start >= 256 * 1024 or b == upto:
+            if b - start >= 128 * 1024 or b == upto:
                 p.data(log[start:b])
                 start = b
-        if start < upto:
-            p.data(log[start:upto])
+        while start < upto:
+            end = min(upto, start + 256 * 1024)
+            p.data(log[start:end], more=end < upto)
+            start = end
 
     def wait_log(self, vm, regex, timeout):
         deadline = time.monotonic() + timeout
@@ -157,6 +164,7 @@ class HostilePeer(LogCase):
         """Feed a crafted log: the backup stops as diverged, saying
         @expect, and then quits cleanly."""
         log = bytearray(open(self.record(), 'rb').read())
+        bounds = self.boundaries(bytes(log))
         patch(log, parse_log(bytes(log)))
         for qemu in self.binaries(name):
             tag = name + ('-asan' if qemu else '')
@@ -164,7 +172,7 @@ class HostilePeer(LogCase):
             p = self.peer(port)
             p.hello()
             p.heartbeat_forever()
-            self.send_log(p, bytes(log))
+            self.send_log(p, bytes(log), bounds=bounds)
             t.join(120)
             self.assertFalse(err, f'{tag}: {err}')
             self.wait_log(vm, expect, 300 if qemu else 120)
@@ -214,29 +222,13 @@ class HostilePeer(LogCase):
         con.wait('FT-DONE', 120, vm)
 
     def test_random_array_too_long(self):
-        def patch(data, events):
-            struct.pack_into('>I', data, self.first(events, EV_RANDOM) + 4,
-                             4096)
-        self.diverges('random4096', patch,
-                      r'replay: log event RANDOM at icount \d+: array of '
-                      r'4096 bytes exceeds')
+        self.diverges('random4096', *CORRUPTIONS['random4096'])
 
     def test_array_4gib(self):
-        def patch(data, events):
-            struct.pack_into('>I', data, self.first(events, EV_RANDOM) + 4,
-                             0xffffffff)
-        self.diverges('random4g', patch,
-                      r'replay: log event RANDOM at icount \d+: array of '
-                      r'4294967295 bytes')
+        self.diverges('random4g', *CORRUPTIONS['random4g'])
 
     def test_char_write_bad_offset(self):
-        def patch(data, events):
-            struct.pack_into('>I', data,
-                             self.first(events, EV_CHAR_WRITE) + 4,
-                             0x7fffffff)
-        self.diverges('charwrite', patch,
-                      r'replay: log event CHAR_WRITE at icount \d+: offset '
-                      r'2147483647')
+        self.diverges('charwrite', *CORRUPTIONS['charwrite'])
 
     # -- the framing ------------------------------------------------------
 
@@ -305,15 +297,32 @@ class HostilePeer(LogCase):
         con.wait('FT-DONE', 120, vm)
         self.log.info('the real primary was answered after %.2fs', answered)
 
+    def first_events(self, p, log):
+        """The log's first events, up to a boundary past 4 KiB."""
+        end = next(b for b in self.boundaries(log) if b >= 4096)
+        p.data(log[HEADER_SIZE:end])
+
     def test_heartbeats_without_config(self):
-        """HELLO, the header, then heartbeats for ever and no CONFIG."""
+        """HELLO, the log's start, then heartbeats for ever and no CONFIG
+        (which the backup waits for with the BQL held)."""
         def feed(p, log):
             p.hello()
             p.data(log[:HEADER_SIZE])
+            self.first_events(p, log)
             p.heartbeat_forever()
         self.exits('noconfig', feed,
                    r'the primary sent no CONFIG \(the description of its '
                    r'disks\) within \d+ ms; refusing to replay')
+
+    def test_heartbeats_without_events(self):
+        """HELLO, the log's header, then heartbeats for ever."""
+        def feed(p, log):
+            p.hello()
+            p.data(log[:HEADER_SIZE])
+            p.heartbeat_forever()
+        self.exits('noevent', feed,
+                   r'the primary sent no event within \d+ ms of its log\'s '
+                   r'header; refusing to replay')
 
     def test_heartbeats_without_log(self):
         """HELLO, then heartbeats for ever and no log at all."""
@@ -331,6 +340,7 @@ class HostilePeer(LogCase):
             p.data(log[:HEADER_SIZE])
             p.config(b'drive ev\x1b]0;pwned\x07il\x1b[2J ft=on '
                      b'chain=raw/file size=1\n')
+            self.first_events(p, log)
             p.heartbeat_forever()
         self.exits('escapes', feed, r"drive 'ev\\x1b\]0;pwned\\x07il"
                    r"\\x1b\[2J' of the primary is missing here")

@@ -14,6 +14,8 @@
 #   tls        the logging channel's PKI (openssl)
 #   case       the unittest base classes FTTestCase, FailoverCase,
 #              BridgedCase
+#   replaylog  a short replay log of the guest, its event layout, and
+#              LogCase, the base of the tests that corrupt it
 #   utils      sha256_file, make_disk, percentile
 #
 # Tests, benchmarks and the demo import it; none imports a test module.
