@@ -98,8 +98,9 @@ class HostilePeer(LogCase):
         """A backup, waiting for its primary; launched in a thread, since
         QEMU's monitor comes up only once a primary attached."""
         port = free_tcp_port()
+        # ft-hold=off: the console shows what the backup replays
         vm, con = self.make_vm(
-            name, self.record_append(), rr='replay', qemu=qemu,
+            name, self.record_append(), rr='replay', qemu=qemu, hold=False,
             icount_extra=',rrchardev=ftlog',
             args=[*self.record_args(), '-chardev',
                   f'socket,id=ftlog,host=127.0.0.1,port={port},'
@@ -121,9 +122,17 @@ class HostilePeer(LogCase):
         self.addCleanup(p.close)
         return p
 
-    @staticmethod
-    def boundaries(log):
-        return [p - 1 for _, p in parse_log(log)[1:]] + [len(log)]
+    _bounds = {}
+
+    @classmethod
+    def boundaries(cls, log):
+        """Where the events of @log start (and its end).  Parsing takes a
+        while in Python: do it before the peer must keep time."""
+        key = hash(log)
+        if key not in cls._bounds:
+            cls._bounds[key] = [p - 1 for _, p in parse_log(log)[1:]] + \
+                [len(log)]
+        return cls._bounds[key]
 
     def send_log(self, p, log, upto=None, bounds=None):
         """The header and the events, in frames that end on event
@@ -145,15 +154,25 @@ class HostilePeer(LogCase):
             p.data(log[start:end], more=end < upto)
             start = end
 
+    def log_text(self, vm):
+        """The QEMU process's output so far (get_log() has it only once
+        QEMU is gone)."""
+        path = os.path.join(self.workdir, vm._name + '.log')
+        try:
+            with open(path, encoding='utf-8', errors='replace') as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
     def wait_log(self, vm, regex, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = vm.get_log() or ''
+            out = self.log_text(vm)
             if re.search(regex, out):
                 return out
             time.sleep(0.2)
         raise AssertionError(f'no {regex!r} after {timeout}s:\n'
-                             f'{(vm.get_log() or "")[-3000:]}')
+                             f'{self.log_text(vm)[-3000:]}')
 
     def wait_exit(self, vm, t, timeout):
         t.join(timeout)
@@ -191,6 +210,7 @@ class HostilePeer(LogCase):
         """Feed the backup with @feed(peer, log) at startup: it must exit
         with status 1 within @timeout seconds, saying @expect."""
         log = open(self.record(), 'rb').read()
+        self.boundaries(log)
         for qemu in self.binaries(name):
             tag = name + ('-asan' if qemu else '')
             vm, _, port, t, _ = self.start_backup(tag, qemu)
@@ -307,9 +327,9 @@ class HostilePeer(LogCase):
         (which the backup waits for with the BQL held)."""
         def feed(p, log):
             p.hello()
+            p.heartbeat_forever()
             p.data(log[:HEADER_SIZE])
             self.first_events(p, log)
-            p.heartbeat_forever()
         self.exits('noconfig', feed,
                    r'the primary sent no CONFIG \(the description of its '
                    r'disks\) within \d+ ms; refusing to replay')
@@ -318,8 +338,8 @@ class HostilePeer(LogCase):
         """HELLO, the log's header, then heartbeats for ever."""
         def feed(p, log):
             p.hello()
-            p.data(log[:HEADER_SIZE])
             p.heartbeat_forever()
+            p.data(log[:HEADER_SIZE])
         self.exits('noevent', feed,
                    r'the primary sent no event within \d+ ms of its log\'s '
                    r'header; refusing to replay')
@@ -337,11 +357,11 @@ class HostilePeer(LogCase):
         terminal control sequences."""
         def feed(p, log):
             p.hello()
+            p.heartbeat_forever()
             p.data(log[:HEADER_SIZE])
             p.config(b'drive ev\x1b]0;pwned\x07il\x1b[2J ft=on '
                      b'chain=raw/file size=1\n')
             self.first_events(p, log)
-            p.heartbeat_forever()
         self.exits('escapes', feed, r"drive 'ev\\x1b\]0;pwned\\x07il"
                    r"\\x1b\[2J' of the primary is missing here")
         for vm_log in self.workdir_logs():
