@@ -11,7 +11,8 @@
 # 2. checkpatch on patches/, shellcheck on the scripts, and a check that
 #    QEMU without ft/ still links (scripts/check-seam.py);
 # 3. C unit tests of ft/ (top-level meson build), and QEMU's own unit
-#    tests and qtests for the subsystems the series touches;
+#    tests and qtests for the subsystems the series touches, and QEMU's
+#    record/replay functional tests on the local guest (tests/qemu-functional);
 # 4. a bounded libFuzzer run of the frame decoder;
 # 5. the set-up scripts under slow producers (tests/setup), and the
 #    functional tests (pytest, real QEMU processes and guest).
@@ -70,6 +71,26 @@ for line in open(sys.argv[1]):
     print(t["name"].replace(" ", ""), t["result"])' "$3")
 }
 
+# count_tap PREFIX TAP: one count per test in a TAP file (a skipped test
+# counts as failed), and one failure if the file does not end with a plan
+# matching the results (the run was cut short: timeout, crash).
+count_tap() {
+    local line planned="" seen=0
+    if [ ! -s "$2" ]; then
+        count "$1 (no test ran)" 1
+        return
+    fi
+    while IFS= read -r line; do
+        case $line in
+            "ok "*"# SKIP"*) count "$1 ${line#ok }" 1; seen=$((seen + 1)) ;;
+            "ok "*)          count "$1 ${line#ok }" 0; seen=$((seen + 1)) ;;
+            "not ok "*)      count "$1 ${line#not ok }" 1; seen=$((seen + 1)) ;;
+            1..*)            planned=${line#1..} ;;
+        esac
+    done <"$2"
+    [ "$planned" = "$seen" ] || count "$1 (planned ${planned:-no plan}, ran $seen)" 1
+}
+
 info "checkpatch on patches/"
 shopt -s nullglob
 for p in "$TOP"/patches/*.patch; do
@@ -107,9 +128,12 @@ fi
 /usr/bin/meson test -C "$U" --print-errorlogs >"$OUT/unit.log" 2>&1
 count_meson unit "$OUT/unit.log" "$U/meson-logs/testlog.json"
 
-info "QEMU's own unit tests and qtests (chardev, QMP, io, TLS, block, net filters)"
+info "QEMU's own unit tests and qtests (chardev, QMP, io, TLS, block, net filters), record/replay functional tests"
 bash "$TOP/scripts/qemu-tests.sh" >"$OUT/qemu-tests.log" 2>&1
 count_meson qemu "$OUT/qemu-tests.log" "$BUILD_DIR/qemu/meson-logs/testlog.json"
+for t in "$TOP"/tests/qemu-functional/test_*.py; do
+    count_tap qemu-functional "$BUILD_DIR/qemu/tests/functional/$(basename "$t" .py).tap"
+done
 
 info "fuzzing the frame decoder for ${FUZZ_SECONDS}s"
 F="$BUILD_DIR/fuzz"
