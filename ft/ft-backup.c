@@ -36,7 +36,7 @@ static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
         bool ok;
 
         qemu_cond_timedwait(&ch->cond, &ch->lock, ch->heartbeat_ms);
-        if (ft_now_ns() - *last_tx < ch->heartbeat_ms * SCALE_MS) {
+        if (ft_now_ns() - *last_tx < (int64_t)ch->heartbeat_ms * SCALE_MS) {
             continue;
         }
         qemu_mutex_unlock(&ch->lock);
@@ -90,7 +90,7 @@ void *ft_backup_rx_thread(void *opaque)
             break;
         }
         if (ret == 0) {
-            if (ft_now_ns() - last_rx > ch->timeout_ms * SCALE_MS) {
+            if (ft_now_ns() - last_rx > (int64_t)ch->timeout_ms * SCALE_MS) {
                 g_autofree char *why =
                     g_strdup_printf("no data or heartbeat for %u ms",
                                     ch->timeout_ms);
@@ -173,7 +173,7 @@ void *ft_backup_rx_thread(void *opaque)
         if (r->pos >= r->len &&
             (pos != acked ||
              (icount != reported && ft_now_ns() - last_tx >= FT_REPORT_NS) ||
-             ft_now_ns() - last_tx >= ch->heartbeat_ms * SCALE_MS)) {
+             ft_now_ns() - last_tx >= (int64_t)ch->heartbeat_ms * SCALE_MS)) {
             uint8_t type = pos != acked ? FT_FRAME_ACK : FT_FRAME_HEARTBEAT;
             Error *err = NULL;
 

@@ -247,7 +247,7 @@ static void ft_machine_done(Notifier *n, void *data)
     g_autofree char *theirs = NULL;
     g_autofree char *why = NULL;
     int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
-    int64_t deadline = ft_now_ns() + wait_ms * SCALE_MS;
+    int64_t deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->role == FT_ROLE_PRIMARY) {

@@ -76,7 +76,8 @@ void ft_release_bh(void *opaque)
      * Only on fresh news from the backup: a primary that was stalled
      * (SIGSTOP) may have been replaced meanwhile; the receiver decides.
      */
-    if (!all && ft_now_ns() - ch->last_rx_ns > ch->timeout_ms * SCALE_MS) {
+    if (!all &&
+        ft_now_ns() - ch->last_rx_ns > (int64_t)ch->timeout_ms * SCALE_MS) {
         qemu_mutex_unlock(&ch->lock);
         return;
     }

@@ -62,7 +62,7 @@ void *ft_primary_tx_thread(void *opaque)
          * Heartbeats go out while data flows too: the backup watches
          * them, and they tell it how far output was released.
          */
-        int64_t hb_due = last_hb + ch->heartbeat_ms * SCALE_MS;
+        int64_t hb_due = last_hb + (int64_t)ch->heartbeat_ms * SCALE_MS;
         uint16_t flags = 0;
         uint32_t len = 0;
         bool ok;

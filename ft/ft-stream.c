@@ -228,7 +228,7 @@ static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
     }
     /* The header: a primary sends it right after the handshake. */
     wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
-    deadline = ft_now_ns() + wait_ms * SCALE_MS;
+    deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
     while (ch->avail_end == ch->consumed &&
            (ch->state == FT_STATE_STREAMING ||
             ch->state == FT_STATE_WAITING)) {
@@ -264,7 +264,7 @@ static void ft_startup_deadline(FtChannel *ch)
     int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
 
     if (!ch->startup_deadline) {
-        ch->startup_deadline = ft_now_ns() + wait_ms * SCALE_MS;
+        ch->startup_deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
     } else if (ft_now_ns() > ch->startup_deadline &&
                qatomic_load_acquire(&ch->avail_end) == ch->consumed) {
         error_report("ft: backup: the primary sent no event within %d ms "
