@@ -13,6 +13,7 @@
 #include <poll.h>
 #include "qapi/error.h"
 #include "qemu/error-report.h"
+#include "qemu/iov.h"
 #include "qemu/sockets.h"
 #include "crypto/tlscreds.h"
 #include "io/channel-socket.h"
@@ -23,11 +24,35 @@
 #include "trace.h"
 
 /*
+ * Wait up to @timeout_ms (-1: for ever) for @events (POLLIN, POLLOUT) or
+ * the end on @ioc.  Called only after a read or write found it would
+ * block, in the socket or in the TLS session, so the socket underneath
+ * tells.  A poll() of it: the threads wait here at every frame, and a
+ * GMainContext per wait, as qio_channel_wait() makes, cost them enough
+ * that heartbeats were late under load, and the log's bandwidth fell.
+ */
+static bool ft_wait_io(QIOChannel *ioc, short events, int timeout_ms)
+{
+    QIOChannelSocket *sioc;
+    struct pollfd pfd;
+
+    if (timeout_ms == 0) {
+        return false;
+    }
+    if (object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_TLS)) {
+        ioc = QIO_CHANNEL_TLS(ioc)->master;
+    }
+    sioc = QIO_CHANNEL_SOCKET(ioc);
+    pfd = (struct pollfd) { .fd = sioc->fd, .events = events };
+    return poll(&pfd, 1, timeout_ms) != 0;
+}
+
+/*
  * Frame I/O goes through the connection's QIOChannel, a socket or TLS
  * over it, in non-blocking mode: a sender whose peer stops reading waits
- * in qio_channel_writev_full_all() until ft_shutdown_ioc() ends the
- * connection; a reader reads first and waits only when nothing is
- * buffered, in the socket or in the TLS session, with a deadline.
+ * for room until ft_shutdown_ioc() ends the connection; a reader reads
+ * first and waits only when nothing is buffered, in the socket or in the
+ * TLS session, with a deadline.
  */
 bool ft_send_frame(QIOChannel *ioc, uint8_t type, uint16_t flags,
                    uint32_t gen, uint64_t offset, const void *payload,
@@ -46,10 +71,23 @@ bool ft_send_frame(QIOChannel *ioc, uint8_t type, uint16_t flags,
         { .iov_base = hdr, .iov_len = sizeof(hdr) },
         { .iov_base = (void *)payload, .iov_len = len },
     };
+    struct iovec *v = iov;
+    unsigned int n = len ? 2 : 1;
 
     ft_frame_encode(hdr, &h, payload);
-    return qio_channel_writev_full_all(ioc, iov, len ? 2 : 1, NULL, 0, 0,
-                                       errp) == 0;
+    while (n) {
+        ssize_t done = qio_channel_writev(ioc, v, n, errp);
+
+        if (done == QIO_CHANNEL_ERR_BLOCK) {
+            ft_wait_io(ioc, POLLOUT, -1);
+            continue;
+        }
+        if (done < 0) {
+            return false;
+        }
+        iov_discard_front(&v, &n, done);
+    }
+    return true;
 }
 
 bool ft_send_u64(FtChannel *ch, QIOChannel *ioc, uint8_t type,
@@ -87,29 +125,6 @@ static bool ft_run_until(GMainContext *ctx, bool *done, int timeout_ms)
     return *done;
 }
 
-/*
- * Wait up to @timeout_ms for input (or the end) on @ioc.  Called only
- * after a read found nothing buffered, in the socket or in the TLS
- * session, so the socket underneath tells.  A poll() of it: the receivers
- * wait here at every frame, and a GMainContext per wait cost them enough
- * that heartbeats were late under load.
- */
-static bool ft_wait_input(QIOChannel *ioc, int timeout_ms)
-{
-    QIOChannelSocket *sioc;
-    struct pollfd pfd;
-
-    if (timeout_ms <= 0) {
-        return false;
-    }
-    if (object_dynamic_cast(OBJECT(ioc), TYPE_QIO_CHANNEL_TLS)) {
-        ioc = QIO_CHANNEL_TLS(ioc)->master;
-    }
-    sioc = QIO_CHANNEL_SOCKET(ioc);
-    pfd = (struct pollfd) { .fd = sioc->fd, .events = POLLIN };
-    return poll(&pfd, 1, timeout_ms) != 0;
-}
-
 int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
                   FtFrameHeader *h, const uint8_t **payload)
 {
@@ -134,7 +149,7 @@ int ft_read_frame(QIOChannel *ioc, FtReader *r, int timeout_ms,
         if (got == QIO_CHANNEL_ERR_BLOCK) {
             int64_t left_ms = (deadline - ft_now_ns()) / SCALE_MS;
 
-            if (left_ms <= 0 || !ft_wait_input(ioc, left_ms)) {
+            if (left_ms <= 0 || !ft_wait_io(ioc, POLLIN, left_ms)) {
                 return 0;
             }
             continue;
