@@ -348,6 +348,12 @@ static inline bool ft_holding_state(FtState st)
            st == FT_STATE_ARBITRATING || st == FT_STATE_HALTED;
 }
 
+/* The bound of each wait at startup: HELLO, the header, CONFIG... */
+static inline int ft_startup_wait_ms(FtChannel *ch)
+{
+    return MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+}
+
 static inline int64_t ft_now_ns(void)
 {
     return qemu_clock_get_ns(QEMU_CLOCK_REALTIME);

@@ -246,7 +246,7 @@ static void ft_machine_done(Notifier *n, void *data)
     g_autofree char *mine = ft_disks_describe();
     g_autofree char *theirs = NULL;
     g_autofree char *why = NULL;
-    int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+    int wait_ms = ft_startup_wait_ms(ch);
     int64_t deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
 
     qemu_mutex_lock(&ch->lock);

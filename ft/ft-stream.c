@@ -227,7 +227,7 @@ static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
         return -EPROTO;
     }
     /* The header: a primary sends it right after the handshake. */
-    wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+    wait_ms = ft_startup_wait_ms(ch);
     deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
     while (ch->avail_end == ch->consumed &&
            (ch->state == FT_STATE_STREAMING ||
@@ -261,7 +261,7 @@ static ssize_t ft_read(ReplayStream *s, uint8_t *buf, size_t len)
  */
 static void ft_startup_deadline(FtChannel *ch)
 {
-    int wait_ms = MAX(FT_HANDSHAKE_MS, ch->timeout_ms);
+    int wait_ms = ft_startup_wait_ms(ch);
 
     if (!ch->startup_deadline) {
         ch->startup_deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;

@@ -240,7 +240,7 @@ static bool ft_handshake(FtChannel *ch, QIOChannel *ioc, FtProto *proto,
         error_prepend(errp, "sending HELLO: ");
         return false;
     }
-    ret = ft_read_frame(ioc, r, MAX(FT_HANDSHAKE_MS, ch->timeout_ms), &h,
+    ret = ft_read_frame(ioc, r, ft_startup_wait_ms(ch), &h,
                         &payload);
     if (ret == 0) {
         error_setg(errp, "no HELLO from the peer");
