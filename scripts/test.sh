@@ -4,7 +4,8 @@
 #   scripts/test.sh [pytest args...]
 #
 # FT_SANITIZE=1 runs the functional tests on QEMU built with ASan and
-# UBSan (build/qemu-asan); FT_FUZZ_SECONDS sets the fuzz run's length.
+# UBSan (build/qemu-asan); FT_FUZZ_SECONDS and FT_FUZZ_REPLAY_SECONDS
+# set the fuzz runs' lengths (scripts/fuzz-replay.sh runs long campaigns).
 #
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
@@ -13,7 +14,8 @@
 # 3. C unit tests of ft/ (top-level meson build), and QEMU's own unit
 #    tests and qtests for the subsystems the series touches, and QEMU's
 #    record/replay functional tests on the local guest (tests/qemu-functional);
-# 4. a bounded libFuzzer run of the frame decoder;
+# 4. bounded libFuzzer runs of the frame decoder and of QEMU's replay
+#    reader (tests/fuzz);
 # 5. the set-up scripts under slow producers (tests/setup), and the
 #    functional tests (pytest, real QEMU processes and guest).
 # Ends with one line counting the tests passed and failed.
@@ -22,6 +24,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FT_FUZZ_SECONDS:-30}
+FUZZ_REPLAY_SECONDS=${FT_FUZZ_REPLAY_SECONDS:-60}
 OUT="$BUILD_DIR/test-results"
 
 t0=$(date +%s)
@@ -135,11 +138,14 @@ for t in "$TOP"/tests/qemu-functional/test_*.py; do
     count_tap qemu-functional "$BUILD_DIR/qemu/tests/functional/$(basename "$t" .py).tap"
 done
 
-info "fuzzing the frame decoder for ${FUZZ_SECONDS}s"
+info "fuzzing the frame decoder for ${FUZZ_SECONDS}s, the replay reader for ${FUZZ_REPLAY_SECONDS}s"
 F="$BUILD_DIR/fuzz"
 if [ ! -f "$F/build.ninja" ]; then
-    CC=clang /usr/bin/meson setup "$F" "$TOP" -Dfuzz=true >"$OUT/fuzz-setup.log" 2>&1 || {
-        cat "$OUT/fuzz-setup.log"; die "meson setup of the fuzz target failed"; }
+    CC=clang /usr/bin/meson setup "$F" "$TOP" -Dfuzz=true \
+        -Dqemu_build="$BUILD_DIR/qemu" >"$OUT/fuzz-setup.log" 2>&1 || {
+        cat "$OUT/fuzz-setup.log"; die "meson setup of the fuzz targets failed"; }
+else
+    /usr/bin/meson configure "$F" -Dqemu_build="$BUILD_DIR/qemu" >/dev/null
 fi
 if ninja -C "$F" fuzz-ft-frame >"$OUT/fuzz-build.log" 2>&1; then
     mkdir -p "$F/corpus"
@@ -151,6 +157,23 @@ if ninja -C "$F" fuzz-ft-frame >"$OUT/fuzz-build.log" 2>&1; then
 else
     cat "$OUT/fuzz-build.log"
     count "fuzz ft-frame (build)" 1
+fi
+# The replay reader: every log in the tree's corpus (seeds from the test
+# guest and the inputs that once found a defect) first, then mutations.
+# New inputs go to build/fuzz/replay-corpus, never into the tree.
+if ninja -C "$F" fuzz-replay-log >"$OUT/fuzz-replay-build.log" 2>&1; then
+    mkdir -p "$F/replay-corpus" "$F/replay-artifacts"
+    "$F/fuzz-replay-log" -max_total_time="$FUZZ_REPLAY_SECONDS" \
+        -max_len=65536 -malloc_limit_mb=64 -timeout=10 -close_fd_mask=2 \
+        -print_final_stats=1 -artifact_prefix="$F/replay-artifacts/" \
+        "$F/replay-corpus" "$TOP/tests/fuzz/replay-corpus" \
+        >"$OUT/fuzz-replay.log" 2>&1
+    rc=$?
+    grep -E "stat::number_of_executed_units|ERROR|SUMMARY|INITED" "$OUT/fuzz-replay.log"
+    count "fuzz replay-log" $rc
+else
+    cat "$OUT/fuzz-replay-build.log"
+    count "fuzz replay-log (build)" 1
 fi
 
 info "functional tests (pytest)"

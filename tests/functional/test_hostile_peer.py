@@ -16,7 +16,6 @@
 
 import glob
 import os
-import re
 import socket
 import struct
 import threading
@@ -153,26 +152,6 @@ class HostilePeer(LogCase):
             end = min(upto, start + 256 * 1024)
             p.data(log[start:end], more=end < upto)
             start = end
-
-    def log_text(self, vm):
-        """The QEMU process's output so far (get_log() has it only once
-        QEMU is gone)."""
-        path = os.path.join(self.workdir, vm._name + '.log')
-        try:
-            with open(path, encoding='utf-8', errors='replace') as f:
-                return f.read()
-        except FileNotFoundError:
-            return ''
-
-    def wait_log(self, vm, regex, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.log_text(vm)
-            if re.search(regex, out):
-                return out
-            time.sleep(0.2)
-        raise AssertionError(f'no {regex!r} after {timeout}s:\n'
-                             f'{self.log_text(vm)[-3000:]}')
 
     def wait_exit(self, vm, t, timeout):
         t.join(timeout)

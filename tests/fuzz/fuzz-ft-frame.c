@@ -7,8 +7,7 @@
 #include <string.h>
 #include "ft-crc32c.h"
 #include "ft-frame.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

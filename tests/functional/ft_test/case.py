@@ -6,6 +6,8 @@
 
 import logging
 import os
+import re
+import time
 import unittest
 
 from qemu.machine.machine import AbnormalShutdown
@@ -52,6 +54,26 @@ class FTTestCase(unittest.TestCase):
 
     def make_disk(self, name, size_mb):
         return self.wd.make_disk(name, size_mb)
+
+    def log_text(self, vm):
+        """The QEMU process's output so far (get_log() has it only once
+        QEMU is gone)."""
+        path = os.path.join(self.workdir, vm._name + '.log')
+        try:
+            with open(path, encoding='utf-8', errors='replace') as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+    def wait_log(self, vm, regex, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.log_text(vm)
+            if re.search(regex, out):
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f'no {regex!r} after {timeout}s:\n'
+                             f'{self.log_text(vm)[-3000:]}')
 
     def make_vm(self, name, append, **kw):
         """A VM in the test's work directory: see vm.Workdir.make_vm()."""

@@ -36,10 +36,12 @@ HEADER_SIZE = 12
 SIGNAL_EXITS = (134, 139)   # a shell's view of SIGABRT and SIGSEGV
 
 
-def parse_log(data):
+def parse_log(data, block_ids=False):
     """[(event id, offset of the event's first payload byte)] of a log
-    without disks, input devices or audio, whose events have fixed
-    layouts."""
+    without input devices or audio, whose events have fixed layouts; and
+    without disks, unless @block_ids: a plain blkreplay log, whose BLOCK
+    events hold only the request's id (blkreplay ft=on adds its outcome,
+    whose layout depends on the request)."""
     assert struct.unpack_from('>I', data, 0)[0] == REPLAY_VERSION, \
         'not a log of this replay version'
     events = []
@@ -55,7 +57,8 @@ def parse_log(data):
         if ev == EV_INSTRUCTION:
             p += 4
         elif ev in (EV_ASYNC + ASYNC_BH, EV_ASYNC + ASYNC_BH_ONESHOT,
-                    EV_AUDIO_OUT) or EV_CLOCK <= ev <= EV_CLOCK_LAST:
+                    EV_AUDIO_OUT) or EV_CLOCK <= ev <= EV_CLOCK_LAST or \
+                (block_ids and ev == EV_ASYNC + ASYNC_BLOCK):
             p += 8
         elif ev == EV_ASYNC + ASYNC_CHAR_READ:
             p = array(p + 1)
