@@ -182,19 +182,33 @@ class SharedDiskTest(FailoverCase):
                 self.assertEqual(info['digest']['mismatches'], 0)
             self.next_trial(i, KILLS)
 
-    def image_syscalls(self, pid, seconds):
-        """pread/pwrite-family system calls of @pid (all threads) on the
-        shared image, traced for @seconds."""
-        out = self.scratch(f'strace.{pid}')
-        tr = subprocess.Popen(['strace', '-f', '-qq', '-y', '-p', str(pid),
-                               '-e', 'trace=pread64,pwrite64,preadv,'
-                               'pwritev,preadv2,pwritev2,io_submit,'
-                               'io_uring_enter', '-o', out])
-        time.sleep(seconds)
-        tr.send_signal(signal.SIGINT)
-        tr.wait(30)
-        with open(out) as f:
-            return [ln for ln in f if 'shared.img' in ln]
+    def image_syscalls(self, pids, want, least=4, most=120):
+        """pread/pwrite-family system calls on the shared image of each of
+        @pids (all threads), traced at the same time: for @least seconds,
+        and on until the first pid made @want of them (a slow build, such
+        as the ASan one, needs longer), or @most seconds."""
+        outs, tracers = [], []
+        for pid in pids:
+            outs.append(self.scratch(f'strace.{pid}'))
+            tracers.append(subprocess.Popen(
+                ['strace', '-f', '-qq', '-y', '-p', str(pid), '-e',
+                 'trace=pread64,pwrite64,preadv,pwritev,preadv2,pwritev2,'
+                 'io_submit,io_uring_enter', '-o', outs[-1]]))
+
+        def calls(out):
+            try:
+                with open(out) as f:
+                    return [ln for ln in f if 'shared.img' in ln]
+            except FileNotFoundError:
+                return []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < most and \
+                (time.monotonic() - t0 < least or len(calls(outs[0])) < want):
+            time.sleep(0.5)
+        for tr in tracers:
+            tr.send_signal(signal.SIGINT)
+            tr.wait(30)
+        return [calls(out) for out in outs]
 
     def test_backup_does_no_disk_io(self):
         """While it replays, the backup process reads and writes nothing on
@@ -204,8 +218,8 @@ class SharedDiskTest(FailoverCase):
         pcon.wait(r'DISK write ok loop=1\b', 180, p)
         with open(f'/proc/{b.get_pid()}/io') as f:
             io0 = dict(ln.split(': ') for ln in f.read().splitlines())
-        backup = self.image_syscalls(b.get_pid(), 4)
-        primary = self.image_syscalls(p.get_pid(), 4)
+        primary, backup = self.image_syscalls([p.get_pid(), b.get_pid()],
+                                              11)
         with open(f'/proc/{b.get_pid()}/io') as f:
             io1 = dict(ln.split(': ') for ln in f.read().splitlines())
         self.log.info('image I/O calls: primary %d, backup %d; backup '
@@ -243,6 +257,52 @@ class SharedDiskTest(FailoverCase):
         self.assertEqual(bi['digest']['mismatches'], 0)
         self.assertGreater(bi['digest']['checks'], 5)
 
+
+    def test_backup_bounds_writes_kept_for_redo(self):
+        """Every flush of the primary fails (blkdebug): no write is ever
+        known durable, and the backup, which keeps writes for redo until a
+        flush covers them, would grow with all of them.  With ft-redo-max
+        at 1 MiB it drops the oldest, says so once, and stays in lockstep;
+        with the default it keeps them all and says nothing."""
+        warning = (r"blkreplay: 'd0-rr': the recorder's flushes failed and "
+                   r"over 1024 KiB of writes wait for one")
+        trials = ((',ft-redo-max=1M', True), ('', False))
+        for i, (redo_max, dropped) in enumerate(trials):
+            conf = self.scratch('blkdebug.conf')
+            with open(conf, 'w') as f:
+                f.write('[inject-error]\nevent = "flush_to_disk"\n'
+                        'iotype = "flush"\nerrno = "5"\nonce = "off"\n')
+            self.disk = self.make_disk('shared.img', 16)
+            p, pcon, b, bcon = self.make_ft_pair(
+                WORKLOADS['disk'].append(),
+                primary_args=[
+                    '-drive', 'driver=raw,if=none,id=d0,'
+                    f'file.driver=blkdebug,file.config={conf},'
+                    f'file.image.filename={self.disk}',
+                    '-drive', 'driver=blkreplay,if=none,image=d0,'
+                    'id=d0-rr,ft=on', '-device', 'ide-hd,drive=d0-rr'],
+                backup_args=[
+                    '-drive', f'file={self.disk},if=none,id=d0,format=raw,'
+                    'cache.direct=on,file.locking=off',
+                    '-drive', 'driver=blkreplay,if=none,image=d0,'
+                    f'id=d0-rr,ft=on{redo_max}',
+                    '-device', 'ide-hd,drive=d0-rr'])
+            # each loop writes 4 MiB and flushes
+            pcon.wait(r'DISK write (?:ok|FAIL) loop=2\b', 240, p)
+            out = self.log_text(b)
+            bi = b.cmd('x-query-ft')
+            self.log.info('ft-redo-max %s: backup %s, %d digest checks; '
+                          'warned: %s', redo_max.split('=')[-1] or 'default',
+                          bi['state'], bi['digest']['checks'],
+                          bool(re.search(warning, out)))
+            self.assertEqual(bi['state'], 'streaming')
+            self.assertEqual(bi['digest']['mismatches'], 0)
+            if dropped:
+                self.assertRegex(out, warning)
+                self.assertEqual(len(re.findall('flushes failed', out)), 1)
+            else:
+                self.assertNotRegex(out, 'flushes failed')
+            self.next_trial(i, len(trials))
 
     def mismatched_backup(self, backup_drive, why, fmt='raw'):
         """The backup opens the shared disk differently: it must refuse
