@@ -14,6 +14,7 @@
 #include "qemu/main-loop.h"
 #include "hw/core/cpu.h"
 #include "ft-bytes.h"
+#include "ft-disks.h"
 #include "ft-internal.h"
 #include "trace.h"
 
@@ -141,6 +142,22 @@ void *ft_backup_rx_thread(void *opaque)
                 ch->peer_config = g_malloc(n + 1);
                 ft_proto_escape(payload, h.len, ch->peer_config, n + 1);
                 qemu_cond_broadcast(&ch->cond);
+                if (ch->join && ch->config) {
+                    /* Joining: compared here, before any state comes */
+                    g_autofree char *why =
+                        ft_disks_compare(ch->config, ch->peer_config);
+
+                    if (why) {
+                        g_autofree char *msg = g_strdup_printf(
+                            "the disks differ from the primary's (%s); "
+                            "refusing to replay", why);
+
+                        ft_queue_event(ch, FT_EV_HALT, msg, 0);
+                        ft_lost_locked(ch, msg);
+                        qemu_mutex_unlock(&ch->lock);
+                        break;
+                    }
+                }
             } else if (h.type == FT_FRAME_END) {
                 ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ENDED);
                 trace_ft_backup_end(ch->received);

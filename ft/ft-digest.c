@@ -104,6 +104,9 @@ static size_t ft_digest_compute(void *opaque, uint8_t *buf, size_t size)
     qemu_mutex_lock(&ch->lock);
     ch->digest_checks++;
     ch->digest_last = icount;
+    if (!ch->verify_icount) {
+        ch->verify_icount = icount;
+    }
     qemu_mutex_unlock(&ch->lock);
     return ft_digest_compute_for(ch, icount, buf, size);
 }

@@ -169,6 +169,9 @@ void ft_bh(void *opaque)
         case FT_EV_HALT:
             ft_halt(ch, ev->text);
             break;
+        case FT_EV_VERIFIED:
+            ft_protect_verified(ch);
+            break;
         }
         g_free(ev->text);
         g_free(ev);
@@ -199,7 +202,18 @@ void ft_lost_locked(FtChannel *ch, const char *reason)
                  ch->role == FT_ROLE_PRIMARY ? "lost the backup:" :
                  "lost the primary:", reason);
     ch->lost_ns = ft_now_ns();
-    if (ch->lock_dir && ch->state == FT_STATE_STREAMING) {
+    if (ch->pre_switch || (ch->join && !ch->joined)) {
+        /*
+         * A protection that had not switched over yet: the primary runs
+         * on in its own generation; a backup without the VM's state has
+         * nothing it could run, so it must never go live: it stops.
+         */
+        ft_set_state(ch, ch->state, FT_STATE_PEER_LOST);
+        if (ch->role == FT_ROLE_BACKUP) {
+            ft_queue_event(ch, FT_EV_HALT, "lost the primary before its "
+                           "state arrived", 0);
+        }
+    } else if (ch->lock_dir && ch->state == FT_STATE_STREAMING) {
         /* Nobody goes live or runs on alone without the lock. */
         ft_set_state(ch, FT_STATE_STREAMING, FT_STATE_ARBITRATING);
         ft_start_arbitration_locked(ch);

@@ -55,7 +55,7 @@
 #include "ft-frame.h"
 #include "ft-proto.h"
 
-/* Must follow REPLAY_VERSION in replay/replay.c: checked in the HELLO. */
+/* Must follow REPLAY_VERSION in replay/replay-internal.h: in the HELLO. */
 #define FT_REPLAY_VERSION       0xe0200d
 
 #define FT_TX_PAYLOAD           (256 * KiB)
@@ -95,6 +95,7 @@ typedef enum FtEventKind {
     FT_EV_ARB_LOST,
     FT_EV_ALONE,            /* a primary runs on alone */
     FT_EV_HALT,
+    FT_EV_VERIFIED,         /* the backup passed its first check */
 } FtEventKind;
 
 /* Output held by the output rule, or kept back by a backup */
@@ -168,6 +169,20 @@ struct FtChannel {
     char *addr_str;                 /* fixed */
     bool server;                    /* fixed */
     bool wait;                      /* fixed */
+    bool insecure;                  /* fixed: rrinsecure */
+    /*
+     * Backup: joins a running primary (rrjoin=on): its state comes by
+     * migration, and it takes the generation of the primary's HELLO
+     * (gen is then set in the first handshake, before anything reads it).
+     */
+    bool join;                      /* fixed */
+    bool joined;                    /* lock: the state was loaded */
+    /*
+     * Primary: a channel that x-ft-protect opened, not yet the replay
+     * core's stream (until the switchover): losing its peer then ends
+     * the protection, and decides no lock.
+     */
+    bool pre_switch;                /* lock */
     char *tls_creds;                /* fixed: the chardev's tls-creds */
     char *tls_authz;                /* fixed: the chardev's tls-authz */
     char *tls_hostname;             /* fixed: the server name a client checks */
@@ -270,6 +285,14 @@ struct FtChannel {
     uint64_t next_digest;           /* vCPU */
     uint64_t digest_checks;         /* lock */
     uint64_t digest_mismatches;     /* lock */
+    /*
+     * Protected: the backup passed its first check.  The primary knows
+     * it once the backup's replay reached past the first digest it
+     * logged (verify_icount; without digests, past start_icount).
+     */
+    bool verified;                  /* lock */
+    uint64_t verify_icount;         /* lock */
+    uint64_t start_icount;          /* lock */
     uint64_t digest_last;           /* lock */
     uint64_t mismatch_icount;       /* lock */
     char *mismatch;                 /* lock */
@@ -380,6 +403,14 @@ static inline uint64_t ft_icount(FtChannel *ch)
 
 /* ft-options.c */
 void ft_setup_insns(FtChannel *ch);
+FtChannel *ft_channel_new(bool writer);
+bool ft_check_transport(FtChannel *ch, const char *what, Error **errp);
+bool ft_lock_gen_free(FtChannel *ch, uint64_t gen, Error **errp);
+
+/* ft-protect.c */
+void ft_protect_machine_done(void);
+void ft_protect_verified(FtChannel *ch);
+bool ft_join_gen(FtChannel *ch, uint32_t gen, Error **errp);
 
 /* ft-transport.c: every socket call; none with ch->lock held */
 bool ft_connect(FtChannel *ch, Error **errp);

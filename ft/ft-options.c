@@ -25,6 +25,7 @@
 #include "chardev/char.h"
 #include "system/cpu-timers.h"
 #include "system/system.h"
+#include "system/runstate.h"
 #include "ft-lock.h"
 #include "ft-disks.h"
 #include "ft-internal.h"
@@ -60,16 +61,15 @@ static bool ft_addr_is_local(const SocketAddress *addr)
  * channel drives the backup: without TLS, only a local address, unless
  * the user says the network is trusted.
  */
-static bool ft_check_transport(FtChannel *ch, const char *id, bool insecure,
-                               Error **errp)
+bool ft_check_transport(FtChannel *ch, const char *what, Error **errp)
 {
     if (ch->tls_creds || ft_addr_is_local(ch->addr)) {
         return true;
     }
-    if (!insecure) {
-        error_setg(errp, "rrchardev: chardev '%s' is on %s without TLS: "
-                   "anyone who can reach it could read every input of the "
-                   "guest, or drive a backup", id, ch->addr_str);
+    if (!ch->insecure) {
+        error_setg(errp, "%s is on %s without TLS: anyone who can reach it "
+                   "could read every input of the guest, or drive a "
+                   "backup", what, ch->addr_str);
         error_append_hint(errp, "Give the chardev tls-creds (and "
                           "tls-authz on its server), or add rrinsecure=on "
                           "to -icount if that network is trusted.\n");
@@ -82,11 +82,11 @@ static bool ft_check_transport(FtChannel *ch, const char *id, bool insecure,
     return true;
 }
 
-static bool ft_parse_chardev(FtChannel *ch, const char *id, bool insecure,
-                             Error **errp)
+static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
 {
     QemuOpts *copts = qemu_opts_find(qemu_find_opts("chardev"), id);
     g_autoptr(ChardevBackend) backend = NULL;
+    g_autofree char *what = NULL;
     ChardevSocket *sock;
 
     if (!copts) {
@@ -129,7 +129,8 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, bool insecure,
         /* The name the server's certificate must carry */
         ch->tls_hostname = g_strdup(ch->addr->u.inet.host);
     }
-    if (!ft_check_transport(ch, id, insecure, errp)) {
+    what = g_strdup_printf("rrchardev: chardev '%s'", id);
+    if (!ft_check_transport(ch, what, errp)) {
         return false;
     }
     /* The chardev only names the address: do not create it. */
@@ -175,10 +176,15 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
                    "rrdigestpages at most 1024");
         return false;
     }
+    ch->insecure = qemu_opt_get_bool(opts, "rrinsecure", false);
+    ch->join = qemu_opt_get_bool(opts, "rrjoin", false);
+    if (ch->join && ch->role != FT_ROLE_BACKUP) {
+        error_setg(errp, "rrjoin=on is for a backup (rr=replay) that joins "
+                   "a running primary");
+        return false;
+    }
     if (qemu_opt_get(opts, "rrlock")) {
-        FtLockRecord rec;
         const char *why;
-        int err = 0;
         int ret;
 
         ch->lock_dir = g_strdup(qemu_opt_get(opts, "rrlock"));
@@ -193,22 +199,9 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
                        why ? why : strerror(-ret));
             return false;
         }
-        ret = ft_lock_read(ch->lock_dir, ch->vm_id, gen, &rec, &err);
-        if (ret == FT_LOCK_WON) {
-            char desc[256];
-
-            ft_lock_describe(&rec, desc, sizeof(desc));
-            error_setg(errp, "rrlock: generation %" PRIu64 " of this VM "
-                       "was already decided (the lock is held by %s); "
-                       "start the pair with a higher rrgen", gen, desc);
-            return false;
-        } else if (ret != FT_LOCK_ERR_IO || err != ENOENT) {
-            g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id,
-                                                 gen);
-
-            error_setg(errp, "rrlock: %s: %s", path,
-                       ret == FT_LOCK_ERR_IO ? strerror(err) :
-                       ft_lock_strerror(ret));
+        /* A backup that joins takes its primary's, checked then */
+        if (!ch->join && !ft_lock_gen_free(ch, gen, errp)) {
+            error_append_hint(errp, "Start the pair with a higher rrgen.\n");
             return false;
         }
     }
@@ -216,6 +209,38 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
     ch->heartbeat_ms = hb;
     ch->timeout_ms = to;
     ch->digest_pages = pages;
+    return true;
+}
+
+/*
+ * Nobody decided generation @gen of this VM yet: its lock record does not
+ * exist.  A pairing of that generation can start.
+ */
+bool ft_lock_gen_free(FtChannel *ch, uint64_t gen, Error **errp)
+{
+    FtLockRecord rec;
+    int err = 0;
+    int ret;
+
+    if (!ch->lock_dir) {
+        return true;
+    }
+    ret = ft_lock_read(ch->lock_dir, ch->vm_id, gen, &rec, &err);
+    if (ret == FT_LOCK_WON) {
+        char desc[256];
+
+        ft_lock_describe(&rec, desc, sizeof(desc));
+        error_setg(errp, "rrlock: generation %" PRIu64 " of this VM was "
+                   "already decided (the lock is held by %s)", gen, desc);
+        return false;
+    } else if (ret != FT_LOCK_ERR_IO || err != ENOENT) {
+        g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id, gen);
+
+        error_setg(errp, "rrlock: %s: %s", path,
+                   ret == FT_LOCK_ERR_IO ? strerror(err) :
+                   ft_lock_strerror(ret));
+        return false;
+    }
     return true;
 }
 
@@ -249,11 +274,26 @@ static void ft_machine_done(Notifier *n, void *data)
     int wait_ms = ft_startup_wait_ms(ch);
     int64_t deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
 
+    ft_protect_machine_done();
     qemu_mutex_lock(&ch->lock);
     if (ch->role == FT_ROLE_PRIMARY) {
         ch->config = g_steal_pointer(&mine);
         qemu_cond_broadcast(&ch->tx_cond);
         qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    if (ch->join) {
+        /*
+         * Its primary connects later, at x-ft-protect; the receiver
+         * compares the CONFIG it then sends with this.
+         */
+        ch->config = g_steal_pointer(&mine);
+        qemu_mutex_unlock(&ch->lock);
+        if (!runstate_check(RUN_STATE_INMIGRATE)) {
+            error_report("ft: backup: rrjoin=on takes the VM's state from "
+                         "its primary: it needs -incoming");
+            exit(1);
+        }
         return;
     }
     /*
@@ -285,8 +325,11 @@ static void ft_machine_done(Notifier *n, void *data)
     }
 }
 
-static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
-                             bool writer, Error **errp)
+/*
+ * A channel and the stream it hands to the replay core, in the waiting
+ * state, neither configured nor connected.
+ */
+FtChannel *ft_channel_new(bool writer)
 {
     FtChannel *ch = g_new0(FtChannel, 1);
 
@@ -294,7 +337,7 @@ static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
     ch->stream->ch = ch;
     replay_stream_init(&ch->stream->stream,
                        writer ? &ft_primary_ops : &ft_backup_ops,
-                       chardev, writer);
+                       "ft", writer);
     /* Every commit point goes to the channel at once. */
     ch->stream->stream.flush_bytes = 0;
     ch->stream->stream.flush_ns = 0;
@@ -311,27 +354,34 @@ static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
     if (qemu_uuid_set) {
         memcpy(ch->vm_id, qemu_uuid.data, sizeof(ch->vm_id));
     }
+    ch->bh = qemu_bh_new(ft_bh, ch);
+    ch->release_bh = qemu_bh_new(ft_release_bh, ch);
+    return ch;
+}
+
+static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
+                             bool writer, Error **errp)
+{
+    FtChannel *ch = ft_channel_new(writer);
+
     if (!ft_parse_opts(ch, opts, errp) ||
-        !ft_parse_chardev(ch, chardev,
-                          qemu_opt_get_bool(opts, "rrinsecure", false),
-                          errp)) {
+        !ft_parse_chardev(ch, chardev, errp)) {
         goto fail;
     }
     g_free(ch->stream->stream.name);
     ch->stream->stream.name = g_strdup_printf("ft:%s", ch->addr_str);
-    ch->bh = qemu_bh_new(ft_bh, ch);
-    ch->release_bh = qemu_bh_new(ft_release_bh, ch);
-    g_queue_init(&ch->held);
     replay_set_output_ops(&ft_output_ops, ch);
     replay_set_digest_ops(&ft_digest_ops, ch);
 
     /*
      * The backup needs the log from the start, so it always waits for
-     * the primary.  The primary waits for the backup unless wait=off;
+     * the primary, unless it joins a running one (rrjoin=on): that one
+     * connects later.  The primary waits for the backup unless wait=off;
      * then it buffers the log until a backup comes, up to rrlagbytes.
      */
     if (!writer) {
-        ch->wait = true;
+        ch->wait = !ch->join;
+        ch->stream->stream.join = ch->join;
     }
     if (!ft_connect(ch, errp)) {
         goto fail;

@@ -172,6 +172,17 @@ void *ft_primary_rx_thread(void *opaque)
         if (h.len >= 8) {
             ch->peer_icount = ft_get_le64(payload);
         }
+        /*
+         * The backup replayed past the first digest of this pairing, and
+         * is still here: it matched.  Without digests, past its start.
+         */
+        if (!ch->verified && !ch->pre_switch &&
+            (ch->verify_icount ? ch->peer_icount > ch->verify_icount :
+             !qatomic_read(&ch->digest_insns) &&
+             ch->peer_icount > ch->start_icount)) {
+            ch->verified = true;
+            ft_queue_event(ch, FT_EV_VERIFIED, NULL, ch->peer_icount);
+        }
         ft_heard_locked(ch);
         if (!g_queue_is_empty(&ch->held) &&
             ((FtHeld *)g_queue_peek_head(&ch->held))->tag <= ch->acked) {

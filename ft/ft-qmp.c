@@ -117,6 +117,11 @@ FtInfo *qmp_x_query_ft(Error **errp)
         info->output_delay_p50_ms = d[n / 2] / 1e6;
         info->output_delay_p99_ms = d[MIN(n - 1, n * 99 / 100)] / 1e6;
     }
+    /* The backup knows it passed its first check; the primary, its ACKs */
+    info->q_protected = ch->state == FT_STATE_STREAMING &&
+        (ch->role == FT_ROLE_PRIMARY ? ch->verified :
+         (!ch->join || ch->joined) &&
+         (ch->digest_checks || !ch->digest_ms));
     if (ch->live) {
         info->has_went_live_icount = info->has_failover_ms = true;
         info->went_live_icount = ch->live_icount;

@@ -215,9 +215,32 @@ void ft_shutdown_listener(FtChannel *ch)
     }
 }
 
-/* Handshake, without ch->lock: send our HELLO and check the peer's. */
+/* The peer's first frame, which must be its HELLO */
+static bool ft_read_hello(FtChannel *ch, QIOChannel *ioc, FtReader *r,
+                          FtFrameHeader *h, const uint8_t **payload,
+                          Error **errp)
+{
+    int ret = ft_read_frame(ioc, r, ft_startup_wait_ms(ch), h, payload);
+
+    if (ret == 0) {
+        error_setg(errp, "no HELLO from the peer");
+        return false;
+    } else if (ret < 0) {
+        g_autofree char *why = ft_read_error(r, ret);
+
+        error_setg(errp, "%s", why);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Handshake, without ch->lock: send our HELLO and check the peer's.  A
+ * backup that joins a running primary reads the primary's first, and
+ * takes its generation (*gen).
+ */
 static bool ft_handshake(FtChannel *ch, QIOChannel *ioc, FtProto *proto,
-                         FtReader *r, Error **errp)
+                         FtReader *r, uint32_t *gen, Error **errp)
 {
     FtHello local = {
         .role = ch->role,
@@ -230,25 +253,35 @@ static bool ft_handshake(FtChannel *ch, QIOChannel *ioc, FtProto *proto,
     uint8_t hello[FT_HELLO_SIZE];
     FtFrameHeader h;
     const uint8_t *payload;
+    bool have_hello = false;
     int ret;
 
+    if (ch->join) {
+        FtHello peer;
+
+        if (!ft_read_hello(ch, ioc, r, &h, &payload, errp)) {
+            return false;
+        }
+        have_hello = true;
+        /* Anything else is refused below, as from any peer */
+        if (h.type == FT_FRAME_HELLO &&
+            ft_hello_decode(payload, h.len, &peer) == 0) {
+            if (!ft_join_gen(ch, peer.gen, errp)) {
+                return false;
+            }
+            local.gen = peer.gen;
+        }
+    }
+    *gen = local.gen;
     memcpy(local.vm_id, ch->vm_id, sizeof(local.vm_id));
     ft_proto_init(proto, &local);
     ft_hello_encode(hello, &local);
-    if (!ft_send_frame(ioc, FT_FRAME_HELLO, 0, ch->gen, 0, hello,
+    if (!ft_send_frame(ioc, FT_FRAME_HELLO, 0, local.gen, 0, hello,
                        sizeof(hello), errp)) {
         error_prepend(errp, "sending HELLO: ");
         return false;
     }
-    ret = ft_read_frame(ioc, r, ft_startup_wait_ms(ch), &h,
-                        &payload);
-    if (ret == 0) {
-        error_setg(errp, "no HELLO from the peer");
-        return false;
-    } else if (ret < 0) {
-        g_autofree char *why = ft_read_error(r, ret);
-
-        error_setg(errp, "%s", why);
+    if (!have_hello && !ft_read_hello(ch, ioc, r, &h, &payload, errp)) {
         return false;
     }
     ret = ft_proto_receive(proto, &h, payload);
@@ -372,6 +405,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
     FtProto proto;
     FtReader *r;
     QIOChannel *ioc;
+    uint32_t gen;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->state != FT_STATE_WAITING) {
@@ -411,7 +445,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
         object_ref(OBJECT(ioc));
     }
     r = ft_reader_new();
-    if (!ft_handshake(ch, ioc, &proto, r, errp)) {
+    if (!ft_handshake(ch, ioc, &proto, r, &gen, errp)) {
         error_prepend(errp, "connection with %s refused: ", peer);
         goto refuse;
     }
@@ -422,6 +456,7 @@ static bool ft_attach(FtChannel *ch, QIOChannelSocket *sioc, Error **errp)
                    peer, FtState_str(ch->state));
         goto refuse;
     }
+    ch->gen = gen;
     ch->proto = proto;
     ch->reader = r;
     ch->conn = sioc;

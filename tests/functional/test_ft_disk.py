@@ -9,7 +9,6 @@
 # Copyright (c) 2026 The qemu-ft authors
 # SPDX-License-Identifier: GPL-2.0-or-later
 
-import hashlib
 import os
 import random
 import re
@@ -18,40 +17,12 @@ import subprocess
 import time
 import unittest
 
-from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, pattern, \
-    shared_drive, splice_consoles, ticks
+from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, shared_drive, \
+    splice_consoles, ticks
+from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
 FS_LOOPS = 9
-
-
-def mkfs_ext4(path, size_mb, fmt='raw'):
-    """A fresh ext4 image of format @fmt (busybox in the guest has no
-    mkfs.ext4, so the host makes it)."""
-    raw = path if fmt == 'raw' else path + '.raw'
-    with open(raw, 'wb') as f:
-        f.truncate(size_mb << 20)
-    subprocess.run(['mkfs.ext4', '-q', '-F', '-E',
-                    'lazy_itable_init=0,lazy_journal_init=0', raw],
-                   check=True)
-    if fmt != 'raw':
-        subprocess.run([QEMU_IMG, 'convert', '-f', 'raw', '-O', fmt, raw,
-                        path], check=True)
-        os.unlink(raw)
-    return path
-
-
-def fs_pattern_sha(loop, j, kib):
-    """sha256 of the guest's fs file for @loop (guest/init: pattern)."""
-    return hashlib.sha256(pattern(f'ftfs loop={loop} file={j}',
-                                  kib * 1024)).hexdigest()
-
-
-def image_file_sha(image, name):
-    """sha256 of /@name in the ext4 @image, read on the host."""
-    out = subprocess.run(['debugfs', '-R', f'cat /{name}', image],
-                         check=True, capture_output=True).stdout
-    return hashlib.sha256(out).hexdigest()
 
 
 class SharedDiskTest(FailoverCase):
@@ -71,15 +42,7 @@ class SharedDiskTest(FailoverCase):
             raise AssertionError(f'the guest saw bad disk data: {fails}')
         return len(re.findall(r'^DISK verify ok', text, re.M))
 
-    @staticmethod
-    def fs_checked(text):
-        """The fs workload's markers: no failure; returns the number of
-        verify rounds (each re-reads every file it completed)."""
-        fails = re.findall(r'^FS (?:verify|write) FAIL.*$|^FT-ERROR.*$',
-                           text, re.M)
-        if fails:
-            raise AssertionError(f'the guest saw bad file data: {fails}')
-        return len(re.findall(r'^FS verify ok', text, re.M))
+    fs_checked = staticmethod(fs_checked)
 
     def ext4_kill_trials(self, fmt, kills):
         """ext4 on the shared disk (image format @fmt), files written,
@@ -122,27 +85,10 @@ class SharedDiskTest(FailoverCase):
                               ' %d in all; %s writes redone', fmt, i,
                               killed_at, rounds,
                               redone.group(1) if redone else 'no')
-                if fmt != 'raw':
-                    chk = subprocess.run([QEMU_IMG, 'check', '-f', fmt, img],
-                                         capture_output=True, text=True)
-                    self.assertEqual(chk.returncode, 0,
-                                     chk.stdout + chk.stderr)
-                    subprocess.run([QEMU_IMG, 'convert', '-f', fmt, '-O',
-                                    'raw', img, img + '.raw'], check=True)
-                    img += '.raw'
-                fsck = subprocess.run(['e2fsck', '-fn', img],
-                                      capture_output=True, text=True)
-                self.assertEqual(fsck.returncode, 0,
-                                 fsck.stdout + fsck.stderr)
                 files = re.findall(r'^FS file (\d+) sha256=([0-9a-f]+)',
                                    stream, re.M)
                 self.assertEqual(len(files), min(FS_LOOPS, 8))
-                for j, sha in files:
-                    j = int(j)
-                    last = max(k for k in range(1, FS_LOOPS + 1)
-                               if k % 8 == j)
-                    self.assertEqual(sha, fs_pattern_sha(last, j, kib))
-                    self.assertEqual(image_file_sha(img, f'f{j}'), sha)
+                check_image(img, fmt, files, FS_LOOPS, kib)
             self.next_trial(i, kills)
 
     def test_kill_primary_ext4(self):

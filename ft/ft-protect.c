@@ -1,0 +1,434 @@
+/*
+ * FT: restoring redundancy (x-ft-protect)
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A VM that records with no backup (a primary that lost its backup, a
+ * backup that went live) gets a new one.  The new backup waits, started
+ * with -icount ...,rr=replay,rrchardev=...,rrjoin=on and -incoming.
+ *
+ * 1. x-ft-protect connects a logging channel of the next generation to
+ *    it (it takes that generation from the HELLO), and starts QEMU's
+ *    live migration to its -incoming address, with pause-before-
+ *    switchover: pre-copy, while the VM runs and records on alone.
+ * 2. The migration stops the VM and pauses before the switchover.  In
+ *    that window the main loop brings the recorder to a point where the
+ *    VM's state holds everything (replay_quiesce()) and lets the
+ *    migration go on.
+ * 3. The devices' state is saved; the last section, "ft-switch", is this
+ *    file's: saving it switches the recorder to the new channel
+ *    (replay_switch_stream()); loading it on the backup starts its replay
+ *    of that channel (replay_join_loaded()).
+ * 4. When the migration completed, the VM runs again, recording into the
+ *    new channel, whose output rule holds from the first instruction.
+ * 5. Once the backup replayed past the first digest of the new pairing,
+ *    FT_PROTECTED reports the pause, the total time and the bytes.
+ *
+ * Before the switchover a failure leaves the VM alone in its generation;
+ * after it, the new channel loses its backup, and the lock decides, as
+ * for any pair.  A backup that lost its primary before the state came
+ * halts: it has nothing it could run.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/clone-visitor.h"
+#include "qapi/qapi-commands-ft.h"
+#include "qapi/qapi-commands-migration.h"
+#include "qapi/qapi-events-ft.h"
+#include "qapi/qapi-visit-sockets.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/sockets.h"
+#include "migration/misc.h"
+#include "migration/vmstate.h"
+#include "system/runstate.h"
+#include "ft-disks.h"
+#include "ft-internal.h"
+#include "trace.h"
+
+typedef struct FtProtect {
+    bool active;                /* from the command to the migration's end */
+    FtChannel *old;             /* the channel the VM ran alone with */
+    FtChannel *nc;              /* the new pairing's, until protected */
+    uint32_t gen;               /* "ft-switch": the new generation */
+    bool cap_was_set;           /* pause-before-switchover, before us */
+    bool quiesced;
+    bool switched;
+    bool migrated;              /* the migration completed */
+    ReplayStream *old_stream;   /* to close once the VM runs again */
+    int64_t t_start;
+    int64_t t_stop;
+    double pause_ms;
+    uint64_t bytes;
+    NotifierWithReturn mig;
+    VMChangeStateEntry *vmse;
+} FtProtect;
+
+static FtProtect ftp;
+
+/* The migration capability that gives the switchover window */
+
+static bool ft_pause_cap(void)
+{
+    g_autoptr(MigrationCapabilityStatusList) caps =
+        qmp_query_migrate_capabilities(NULL);
+
+    for (MigrationCapabilityStatusList *c = caps; c; c = c->next) {
+        if (c->value->capability ==
+            MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER) {
+            return c->value->state;
+        }
+    }
+    return false;
+}
+
+static bool ft_set_pause_cap(bool on, Error **errp)
+{
+    MigrationCapabilityStatus st = {
+        .capability = MIGRATION_CAPABILITY_PAUSE_BEFORE_SWITCHOVER,
+        .state = on,
+    };
+    MigrationCapabilityStatusList caps = { .value = &st };
+    ERRP_GUARD();
+
+    qmp_migrate_set_capabilities(&caps, errp);
+    return !*errp;
+}
+
+/* A channel that never became the replay core's stream */
+static void ft_channel_discard(FtChannel *ch)
+{
+    FtStream *st = ch->stream;
+
+    ft_teardown(ch);
+    ft_channel_free(ch);
+    g_free(st->stream.buf);
+    g_free(st->stream.name);
+    g_free(st);
+}
+
+static void ft_protect_end(void)
+{
+    if (!ftp.cap_was_set) {
+        ft_set_pause_cap(false, NULL);
+    }
+    migration_remove_notifier(&ftp.mig);
+    if (ftp.vmse) {
+        qemu_del_vm_change_state_handler(ftp.vmse);
+        ftp.vmse = NULL;
+    }
+    if (ftp.old_stream) {
+        /* The old channel: its threads end, it is freed */
+        replay_stream_close(ftp.old_stream);
+        ftp.old_stream = NULL;
+    }
+    ftp.active = false;
+}
+
+/* 2. The VM stopped for the switchover; the migration waits for us. */
+static void ft_protect_switchover_bh(void *opaque)
+{
+    g_autoptr(MigrationInfo) info = qmp_query_migrate(NULL);
+    Error *err = NULL;
+
+    if (!ftp.active || !info->has_status ||
+        info->status != MIGRATION_STATUS_PRE_SWITCHOVER) {
+        return;     /* failed or cancelled meanwhile: see the notifier */
+    }
+    /* What the VM wrote alone and still holds goes out first */
+    ft_release_bh(ftp.old);
+    replay_quiesce();
+    ftp.quiesced = true;
+    trace_ft_protect_switchover(replay_get_current_icount());
+    qmp_migrate_continue(MIGRATION_STATUS_PRE_SWITCHOVER, &err);
+    if (err) {
+        error_report_err(err);
+    }
+}
+
+static void ft_protect_vm_state(void *opaque, bool running, RunState state)
+{
+    /* In the migration thread, with the BQL and the replay mutex */
+    if (ftp.active && !running && state == RUN_STATE_FINISH_MIGRATE &&
+        !ftp.t_stop) {
+        ftp.t_stop = ft_now_ns();
+        aio_bh_schedule_oneshot(qemu_get_aio_context(),
+                                ft_protect_switchover_bh, NULL);
+    }
+}
+
+/* 4. The migration ended, in the main loop. */
+static void ft_protect_done_bh(void *opaque)
+{
+    bool ok = (uintptr_t)opaque;
+    g_autoptr(MigrationInfo) info = qmp_query_migrate(NULL);
+    FtChannel *nc = ftp.nc;
+    Error *err = NULL;
+
+    if (info->ram) {
+        ftp.bytes = info->ram->transferred;
+    }
+    if (ok && ftp.switched) {
+        ftp.migrated = true;
+        if (!migration_block_activate(&err)) {
+            error_report_err(err);
+        }
+        if (runstate_check(RUN_STATE_POSTMIGRATE)) {
+            vm_start();
+        }
+        ftp.pause_ms = (ft_now_ns() - ftp.t_stop) / (double)SCALE_MS;
+        info_report("ft: primary: the new backup has the VM's state "
+                    "(generation %u); the VM paused %.1f ms, %" PRIu64
+                    " bytes were migrated", nc->gen, ftp.pause_ms,
+                    ftp.bytes);
+    } else {
+        const char *desc = info->error_desc ? info->error_desc :
+                           "the migration did not complete";
+        g_autofree char *why = NULL;
+
+        if (ftp.switched) {
+            /* The new channel loses its backup; the lock decides */
+            why = g_strdup(desc);
+        } else {
+            ft_channel_discard(nc);
+            why = g_strdup_printf("%s; the VM runs on alone in generation "
+                                  "%u", desc, ftp.old->gen);
+        }
+        ftp.nc = NULL;
+        error_report("ft: x-ft-protect failed: %s", why);
+        qapi_event_send_ft_protect_failed(why);
+    }
+    ft_protect_end();
+}
+
+static int ft_protect_mig_cb(NotifierWithReturn *n, MigrationEvent *e,
+                             Error **errp)
+{
+    if (!ftp.active || e->type == MIG_EVENT_PRECOPY_SETUP) {
+        return 0;
+    }
+    /* Not from inside the migration's cleanup */
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), ft_protect_done_bh,
+                            (void *)(uintptr_t)
+                            (e->type == MIG_EVENT_PRECOPY_DONE));
+    return 0;
+}
+
+/* 3. The last section of the VM's state */
+
+static int ft_switch_pre_save(void *opaque)
+{
+    FtChannel *nc = ftp.nc;
+    bool up;
+
+    if (!ftp.active || !ftp.quiesced) {
+        error_report("ft: a VM under fault tolerance migrates only by "
+                     "x-ft-protect");
+        return -EINVAL;
+    }
+    qemu_mutex_lock(&nc->lock);
+    up = nc->state == FT_STATE_STREAMING;
+    if (up) {
+        nc->pre_switch = false;
+        nc->start_icount = replay_get_current_icount();
+    }
+    qemu_mutex_unlock(&nc->lock);
+    if (!up) {
+        error_report("ft: x-ft-protect: the new backup's logging channel "
+                     "is down");
+        return -EIO;
+    }
+    ftp.gen = nc->gen;
+    ftp.old_stream = replay_switch_stream(&nc->stream->stream);
+    replay_set_output_ops(&ft_output_ops, nc);
+    replay_set_digest_ops(&ft_digest_ops, nc);
+    ftp.switched = true;
+    return 0;
+}
+
+static int ft_switch_post_load(void *opaque, int version_id)
+{
+    FtChannel *ch = ft_current();
+    bool ok;
+
+    if (!ch || ch->role != FT_ROLE_BACKUP || !ch->join) {
+        error_report("ft: this state comes from x-ft-protect: start the "
+                     "QEMU that takes it as a backup that joins, with "
+                     "-icount ...,rr=replay,rrchardev=...,rrjoin=on");
+        return -EINVAL;
+    }
+    qemu_mutex_lock(&ch->lock);
+    ok = ch->state == FT_STATE_STREAMING && ch->gen == ftp.gen;
+    if (ok) {
+        ch->joined = true;
+    }
+    qemu_mutex_unlock(&ch->lock);
+    if (!ok) {
+        error_report("ft: backup: the VM's state is for generation %u, "
+                     "but the logging channel is %s in generation %u",
+                     ftp.gen, FtState_str(qatomic_read(&ch->state)),
+                     ch->gen);
+        return -EINVAL;
+    }
+    replay_join_loaded();
+    info_report("ft: backup: joined the primary in generation %u", ftp.gen);
+    return 0;
+}
+
+static const VMStateDescription vmstate_ft_switch = {
+    .name = "ft-switch",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .pre_save = ft_switch_pre_save,
+    .post_load = ft_switch_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(gen, FtProtect),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+/*
+ * Registered once the machine is built, on both sides, so that it comes
+ * after every device's section: its pre_save runs after theirs.
+ */
+void ft_protect_machine_done(void)
+{
+    vmstate_register(NULL, 0, &vmstate_ft_switch, &ftp);
+}
+
+/* 5. The backup of @ch passed its first check (main loop). */
+void ft_protect_verified(FtChannel *ch)
+{
+    if (ch == ftp.nc && ftp.migrated) {
+        double total_ms = (ft_now_ns() - ftp.t_start) / (double)SCALE_MS;
+
+        info_report("ft: primary: protected again, generation %u: the VM "
+                    "paused %.1f ms, %.0f ms from x-ft-protect", ch->gen,
+                    ftp.pause_ms, total_ms);
+        qapi_event_send_ft_protected(ch->gen, true, ftp.pause_ms, true,
+                                     total_ms, true, ftp.bytes);
+        ftp.nc = NULL;
+    } else {
+        qapi_event_send_ft_protected(ch->gen, false, 0, false, 0, false, 0);
+    }
+}
+
+/* A backup that joins takes the generation of its primary's HELLO. */
+bool ft_join_gen(FtChannel *ch, uint32_t gen, Error **errp)
+{
+    if (gen < ch->gen) {
+        error_setg(errp, "the primary's generation %u is older than this "
+                   "backup's rrgen %u", gen, ch->gen);
+        return false;
+    }
+    return ft_lock_gen_free(ch, gen, errp);
+}
+
+/* 1. The command */
+
+static FtChannel *ft_protect_channel(FtChannel *cur, SocketAddress *address,
+                                     const char *tls_creds,
+                                     const char *tls_hostname, Error **errp)
+{
+    FtChannel *nc = ft_channel_new(true);
+
+    nc->heartbeat_ms = cur->heartbeat_ms;
+    nc->timeout_ms = cur->timeout_ms;
+    nc->max_lag_ms = cur->max_lag_ms;
+    nc->max_lag_bytes = cur->max_lag_bytes;
+    nc->held_max = cur->held_max;
+    nc->rx_max = cur->rx_max;
+    nc->digest_ms = cur->digest_ms;
+    nc->digest_pages = cur->digest_pages;
+    nc->insecure = cur->insecure;
+    nc->lock_dir = g_strdup(cur->lock_dir);
+    memcpy(nc->vm_id, cur->vm_id, sizeof(nc->vm_id));
+    nc->gen = cur->gen + 1;
+    nc->addr = QAPI_CLONE(SocketAddress, address);
+    nc->addr_str = nc->addr->type == SOCKET_ADDRESS_TYPE_UNIX ?
+        g_strdup_printf("unix:%s", nc->addr->u.q_unix.path) :
+        socket_uri(nc->addr);
+    g_free(nc->stream->stream.name);
+    nc->stream->stream.name = g_strdup_printf("ft:%s", nc->addr_str);
+    nc->wait = true;
+    nc->tls_creds = g_strdup(tls_creds);
+    if (tls_hostname) {
+        nc->tls_hostname = g_strdup(tls_hostname);
+    } else if (tls_creds && nc->addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        nc->tls_hostname = g_strdup(nc->addr->u.inet.host);
+    }
+    nc->pre_switch = true;
+    nc->config = ft_disks_describe();
+    if (!nc->gen || !ft_check_transport(nc, "x-ft-protect: address", errp) ||
+        !ft_lock_gen_free(nc, nc->gen, errp) || !ft_connect(nc, errp)) {
+        ft_channel_discard(nc);
+        return NULL;
+    }
+    return nc;
+}
+
+void qmp_x_ft_protect(SocketAddress *address, const char *uri,
+                      const char *tls_creds, const char *tls_hostname,
+                      Error **errp)
+{
+    FtChannel *cur = ft_current();
+    FtChannel *nc;
+    FtState st;
+    Error *err = NULL;
+
+    if (!cur) {
+        error_setg(errp, "this VM has no logging channel (-icount "
+                   "rrchardev=)");
+        return;
+    }
+    if (ftp.active) {
+        error_setg(errp, "x-ft-protect is already in progress");
+        return;
+    }
+    st = qatomic_read(&cur->state);
+    if (replay_mode != REPLAY_MODE_RECORD ||
+        !(st == FT_STATE_LIVE ||
+          (cur->role == FT_ROLE_PRIMARY && st == FT_STATE_PEER_LOST))) {
+        error_setg(errp, "this VM does not run alone: its channel is %s",
+                   FtState_str(st));
+        return;
+    }
+    if (!runstate_is_running()) {
+        error_setg(errp, "the VM must be running");
+        return;
+    }
+
+    nc = ft_protect_channel(cur, address, tls_creds, tls_hostname, errp);
+    if (!nc) {
+        error_prepend(errp, "x-ft-protect: ");
+        return;
+    }
+    ftp = (FtProtect) {
+        .active = true,
+        .old = cur,
+        .nc = nc,
+        .t_start = ft_now_ns(),
+        .cap_was_set = ft_pause_cap(),
+    };
+    if (!ftp.cap_was_set && !ft_set_pause_cap(true, &err)) {
+        goto fail;
+    }
+    migration_add_notifier(&ftp.mig, ft_protect_mig_cb);
+    ftp.vmse = qemu_add_vm_change_state_handler(ft_protect_vm_state, NULL);
+    qmp_migrate(uri, false, NULL, false, false, false, false, &err);
+    if (err) {
+        goto fail;
+    }
+    info_report("ft: primary: protecting the VM: generation %u with %s, "
+                "its state to %s", nc->gen, nc->addr_str, uri);
+    return;
+
+fail:
+    ft_protect_end();
+    ft_channel_discard(nc);
+    ftp.nc = NULL;
+    error_propagate_prepend(errp, err, "x-ft-protect: ");
+}

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+#
+# Restoring redundancy (issue 15): a VM that runs alone gets a new backup
+# with x-ft-protect, by a live migration of its state to a backup that
+# joins (rrjoin=on, -incoming), and is protected again: the new backup
+# passes its divergence checks, and takes over when the VM is killed.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import os
+import re
+import signal
+import time
+
+from ft_test import FailoverCase, free_tcp_port, shared_drive, \
+    splice_consoles, ticks, wait_event
+from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
+from ft_test.failover import trial_append
+
+# Failovers in a row, each followed by a new backup (more: FT_PROTECT_CYCLES)
+CYCLES = int(os.environ.get('FT_PROTECT_CYCLES', '3'))
+
+
+class ProtectTest(FailoverCase):
+
+    timeout = 900
+
+    def joiner(self, name, append, args=()):
+        """A backup that waits to join the running VM: its logging channel
+        on a port of its own, its state by -incoming on another."""
+        port, mig = free_tcp_port(), free_tcp_port()
+        vm, con = self.wd.make_vm(
+            name, append, rr='replay', hold=True,
+            icount_extra=f',rrchardev=ftlog,rrjoin=on,'
+            f'rrlock={self.pair.lock_dir}',
+            args=['-uuid', self.pair.vm_uuid,
+                  '-chardev', f'socket,id=ftlog,host=127.0.0.1,port={port},'
+                  'server=on,wait=off',
+                  '-incoming', f'tcp:127.0.0.1:{mig}', *args])
+        vm.launch()
+        return vm, con, port, mig
+
+    def protect(self, live, port, mig):
+        """x-ft-protect on @live; returns the FT_PROTECTED event's data
+        (of the new generation: a pair started at boot has its own)."""
+        gen = live.cmd('x-query-ft')['generation'] + 1
+        live.cmd('x-ft-protect',
+                 address={'type': 'inet', 'host': '127.0.0.1',
+                          'port': str(port)},
+                 uri=f'tcp:127.0.0.1:{mig}')
+        deadline = time.monotonic() + 120
+        while True:
+            ev = wait_event(live, 'FT_PROTECTED',
+                            max(1, deadline - time.monotonic()))
+            if ev['data']['generation'] == gen:
+                return ev['data']
+
+    def alone(self, victim='primary', sig=signal.SIGKILL):
+        """A protected pair running the ticker, whose @victim gets @sig:
+        the other side runs alone (after a failover, or on winning the
+        lock).  Returns (append, pair, the VM alone, its console)."""
+        append = trial_append('ticker')
+        p, pcon, b, bcon = self.make_ft_pair(append)
+        pcon.wait(r'TICK 2\b', 120, p)
+        gone, live, lcon = (p, b, bcon) if victim == 'primary' else \
+            (b, p, pcon)
+        os.kill(gone.get_pid(), sig)
+        wait_event(live, 'FT_WENT_LIVE', 60)
+        return append, (p, pcon, b, bcon), live, lcon
+
+    def test_reprotect_after_failover(self):
+        """kill -9 of the primary; the backup goes live; a new backup
+        joins it, is protected, and takes over when it is killed in
+        turn.  The console's ticks stay complete and in order."""
+        append, (p, pcon, b, bcon), _, _ = self.alone()
+        j, jcon, port, mig = self.joiner('backup2', append)
+        data = self.protect(b, port, mig)
+        self.log.info('protected: %s', data)
+        self.assertEqual(data['generation'], 2)
+        info = j.cmd('x-query-ft')
+        self.assertEqual(info['state'], 'streaming')
+        self.assertEqual(info['generation'], 2)
+        self.assertTrue(info['protected'])
+        self.assertTrue(b.cmd('x-query-ft')['protected'])
+        self.ticks_after(bcon, b, more=5, since=[pcon])
+
+        os.kill(b.get_pid(), signal.SIGKILL)
+        wait_event(j, 'FT_WENT_LIVE', 60)
+        self.ticks_after(jcon, j, more=5, since=[pcon, bcon])
+        stream, _ = splice_consoles(pcon.text(), bcon.text())
+        stream, _ = splice_consoles(stream, jcon.text())
+        seen = ticks(stream)
+        info = j.cmd('x-query-ft')
+        self.assertEqual(info['state'], 'live')
+        self.assertEqual(info['digest']['mismatches'], 0)
+        self.assertGreater(info['digest']['checks'], 0)
+        self.log.info('ticks %d..%d through two failovers', seen[0],
+                      seen[-1])
+
+    @staticmethod
+    def last_tick(*cons):
+        seen = [int(n) for c in cons
+                for n in re.findall(r'^TICK (\d+)', c.text(), re.M)]
+        return max(seen, default=0)
+
+    def ticks_after(self, con, vm, more=3, since=()):
+        """Wait for @more ticks on console @con past the last one on @con
+        and the consoles @since (its predecessors)."""
+        want = self.last_tick(con, *since) + more
+        deadline = time.monotonic() + 120
+        while self.last_tick(con) < want:
+            self.assertTrue(vm.is_running(), f'{vm._name} exited')
+            self.assertLess(time.monotonic(), deadline,
+                            f'{vm._name}: no TICK {want}')
+            time.sleep(0.1)
+
+    def test_reprotect_after_backup_loss(self):
+        """kill -9 of the backup: the primary wins the lock and runs on
+        alone; a new backup joins it in the next generation, and takes
+        over when the primary is killed."""
+        append, (p, pcon, b, bcon), _, _ = self.alone('backup')
+        self.assertEqual(p.cmd('x-query-ft')['state'], 'live')
+        j, jcon, port, mig = self.joiner('backup2', append)
+        self.assertEqual(self.protect(p, port, mig)['generation'], 2)
+        self.ticks_after(pcon, p)
+        os.kill(p.get_pid(), signal.SIGKILL)
+        wait_event(j, 'FT_WENT_LIVE', 60)
+        self.ticks_after(jcon, j, since=[pcon])
+        stream, _ = splice_consoles(pcon.text(), jcon.text())
+        ticks(stream)
+
+    def test_old_generation_backup(self):
+        """The backup hangs (SIGSTOP); the primary wins generation 1 and
+        gets a new backup in generation 2.  When the old backup comes back
+        it loses the lock and halts: it never goes live, and the new pair
+        stays protected."""
+        append, (p, pcon, b, bcon), _, _ = self.alone('backup',
+                                                      signal.SIGSTOP)
+        j, jcon, port, mig = self.joiner('backup2', append)
+        self.protect(p, port, mig)
+        os.kill(b.get_pid(), signal.SIGCONT)
+        self.assertEqual(self.wait_exit(b, 60), 1)
+        self.assertRegex(self.log_text(b), r'HALTING: lost the lock of '
+                         r'generation 1')
+        self.assertNotIn('went live', self.log_text(b))
+        self.ticks_after(pcon, p)
+        info = j.cmd('x-query-ft')
+        self.assertEqual((info['state'], info['generation']),
+                         ('streaming', 2))
+        self.assertTrue(info['protected'])
+
+    def slow_transfer(self):
+        """A failover, then x-ft-protect to a new backup with the
+        migration slowed to 20 MB/s, 1 s into the transfer.  Returns the
+        guest's command line, the VM that runs alone, its console and the
+        new backup."""
+        append, _, b, bcon = self.alone()
+        b.cmd('migrate-set-parameters', **{'max-bandwidth': 20 << 20})
+        j, jcon, port, mig = self.joiner('backup2', append)
+        b.cmd('x-ft-protect',
+              address={'type': 'inet', 'host': '127.0.0.1',
+                       'port': str(port)}, uri=f'tcp:127.0.0.1:{mig}')
+        time.sleep(1)
+        return append, b, bcon, j
+
+    def test_new_backup_killed_during_transfer(self):
+        """kill -9 of the new backup while the state is migrated (slowed
+        down to 20 MB/s): the VM runs on alone (FT_PROTECT_FAILED), its
+        console goes on, and a second attempt protects it."""
+        append, b, bcon, j = self.slow_transfer()
+        self.assertEqual(b.cmd('query-migrate')['status'], 'active')
+        os.kill(j.get_pid(), signal.SIGKILL)
+        failed = wait_event(b, 'FT_PROTECT_FAILED', 60)
+        self.log.info('failed: %s', failed['data']['reason'])
+        self.assertEqual(b.cmd('query-status')['status'], 'running')
+        self.assertEqual(b.cmd('x-query-ft')['state'], 'live')
+        self.ticks_after(bcon, b)
+        b.cmd('migrate-set-parameters', **{'max-bandwidth': 1 << 30})
+        j2, j2con, port, mig = self.joiner('backup3', append)
+        self.assertEqual(self.protect(b, port, mig)['generation'], 2)
+        self.ticks_after(bcon, b)
+
+    def test_primary_killed_during_transfer(self):
+        """kill -9 of the VM while its state is migrated to a new backup:
+        the new backup, which has no state to run, halts and never goes
+        live."""
+        append, b, bcon, j = self.slow_transfer()
+        os.kill(b.get_pid(), signal.SIGKILL)
+        self.assertNotEqual(self.wait_exit(j, 60), 0)
+        self.assertNotIn('went live', self.log_text(j))
+
+    def test_protect_refused(self):
+        """x-ft-protect on a VM that is protected already, and on a
+        backup, is refused with a clear error."""
+        p, pcon, b, bcon = self.make_ft_pair(trial_append('ticker'))
+        args = dict(address={'type': 'inet', 'host': '127.0.0.1',
+                             'port': '1'}, uri='tcp:127.0.0.1:1')
+        for vm in (p, b):
+            r = vm.qmp('x-ft-protect', **args)
+            self.assertIn('does not run alone: its channel is streaming',
+                          r['error']['desc'])
+
+    def status(self):
+        """Each running VM's channel, for a failure's message."""
+        out = []
+        for vm in self.vms:
+            try:
+                i = vm.cmd('x-query-ft')
+                r = vm.cmd('query-replay')
+                out.append(f"{vm._name}: {i['role']} {i['state']} gen "
+                           f"{i['generation']} icount {i['icount']} log "
+                           f"{i.get('log-written', i.get('log-received'))}/"
+                           f"{i.get('log-acked', i.get('log-consumed'))} "
+                           f"replay {r}")
+            except Exception:   # noqa: BLE001  a dead VM
+                pass
+        return '; '.join(out)
+
+    def wait_fs_rounds(self, vm, con, n, timeout=120):
+        deadline = time.monotonic() + timeout
+        while fs_checked(con.text()) < n:
+            self.assertTrue(vm.is_running(), f'{vm._name} exited')
+            if time.monotonic() > deadline:
+                raise AssertionError(f'{vm._name}: fewer than {n} verified '
+                                     f'rounds: {self.status()}')
+            time.sleep(0.2)
+
+    def test_reprotect_cycles_ext4(self):
+        """ext4 on the shared disk and the ticker; CYCLES times in a row:
+        a new backup joins the VM running alone, the pair is protected,
+        and the VM is killed with kill -9; the backup takes over.  The
+        guest verifies every file it wrote in each round, on every host;
+        after its clean shutdown the ticks are complete and in order, the
+        image checks clean and holds the right data."""
+        kib, loops = 256, 3 * CYCLES + 4
+        img = mkfs_ext4(self.scratch('shared.img'), 32)
+        append = self.guest_args(work='fs,ticker', disk_loops=loops,
+                                 fs_kb=kib, poweroff=1)
+        p, pcon, b, bcon = self.make_ft_pair(
+            append, primary_args=shared_drive(img, False),
+            backup_args=shared_drive(img, True))
+        self.wait_fs_rounds(p, pcon, 1)
+        os.kill(p.get_pid(), signal.SIGKILL)
+        wait_event(b, 'FT_WENT_LIVE', 60)
+        live, lcon, cons, report = b, bcon, [pcon, bcon], []
+        for c in range(CYCLES):
+            j, jcon, port, mig = self.joiner(f'backup{c + 2}', append,
+                                             shared_drive(img, True))
+            report.append(self.protect(live, port, mig))
+            self.assertEqual(report[-1]['generation'], c + 2)
+            # A round of writes and verification in the new pairing
+            self.wait_fs_rounds(live, lcon, fs_checked(lcon.text()) + 1)
+            self.assertTrue(j.cmd('x-query-ft')['protected'])
+            os.kill(live.get_pid(), signal.SIGKILL)
+            wait_event(j, 'FT_WENT_LIVE', 60)
+            live, lcon = j, jcon
+            cons.append(jcon)
+        self.assertEqual(self.wait_exit(live, 600), 0)
+        stream = cons[0].text()
+        for con in cons[1:]:
+            stream, _ = splice_consoles(stream, con.text())
+        seen = ticks(stream)
+        rounds = fs_checked(stream)
+        self.assertIn(f'FS done loops={loops}', stream)
+        files = re.findall(r'^FS file (\d+) sha256=([0-9a-f]+)', stream,
+                           re.M)
+        self.assertEqual(len(files), min(loops, 8))
+        check_image(img, 'raw', files, loops, kib)
+        self.log.info('%d failovers, %d re-protections: pauses %s ms, '
+                      'protected after %s ms; %d verified rounds, %d ticks',
+                      CYCLES + 1, CYCLES,
+                      [round(r['pause-ms'], 1) for r in report],
+                      [round(r['total-ms']) for r in report], rounds,
+                      len(seen))
+
+
+if __name__ == '__main__':
+    import unittest
+    unittest.main()
