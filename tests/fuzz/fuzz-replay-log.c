@@ -36,6 +36,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/timer.h"
 #include "qapi/error.h"
+#include "block/block-global-state.h"
 #include "chardev/char.h"
 #include "net/filter.h"
 #include "hw/core/cpu.h"
@@ -181,6 +182,15 @@ void qemu_bh_schedule(QEMUBH *bh)
 void aio_bh_schedule_oneshot_full(AioContext *ctx, QEMUBHFunc *cb,
                                   void *opaque, const char *name)
 {
+}
+
+void bdrv_drain_all(void)
+{
+}
+
+int bdrv_flush_all(void)
+{
+    return 0;
 }
 
 void timer_mod_ns(QEMUTimer *ts, int64_t expire_time)
