@@ -405,6 +405,8 @@ static inline uint64_t ft_icount(FtChannel *ch)
 void ft_setup_insns(FtChannel *ch);
 FtChannel *ft_channel_new(bool writer);
 bool ft_check_transport(FtChannel *ch, const char *what, Error **errp);
+void ft_set_address(FtChannel *ch, SocketAddress *addr,
+                    const char *tls_creds, const char *tls_hostname);
 bool ft_lock_gen_free(FtChannel *ch, uint64_t gen, Error **errp);
 
 /* ft-protect.c */

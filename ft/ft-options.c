@@ -82,6 +82,26 @@ bool ft_check_transport(FtChannel *ch, const char *what, Error **errp)
     return true;
 }
 
+/*
+ * The address (@addr, which the channel keeps), its name in messages,
+ * and the TLS credentials; a client checks that the server's certificate
+ * carries @tls_hostname, by default the address's host.
+ */
+void ft_set_address(FtChannel *ch, SocketAddress *addr,
+                    const char *tls_creds, const char *tls_hostname)
+{
+    ch->addr = addr;
+    ch->addr_str = addr->type == SOCKET_ADDRESS_TYPE_UNIX ?
+        g_strdup_printf("unix:%s", addr->u.q_unix.path) : socket_uri(addr);
+    ch->tls_creds = g_strdup(tls_creds);
+    if (tls_hostname) {
+        ch->tls_hostname = g_strdup(tls_hostname);
+    } else if (tls_creds && !ch->server &&
+               addr->type == SOCKET_ADDRESS_TYPE_INET) {
+        ch->tls_hostname = g_strdup(addr->u.inet.host);
+    }
+}
+
 static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
 {
     QemuOpts *copts = qemu_opts_find(qemu_find_opts("chardev"), id);
@@ -109,26 +129,16 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
                    "supported", id);
         return false;
     }
-    ch->addr = socket_address_flatten(sock->addr);
     ch->server = sock->has_server && sock->server;
     ch->wait = !sock->has_wait || sock->wait;
-    if (ch->addr->type == SOCKET_ADDRESS_TYPE_UNIX) {
-        ch->addr_str = g_strdup_printf("unix:%s", ch->addr->u.q_unix.path);
-    } else {
-        ch->addr_str = socket_uri(ch->addr);
-    }
+    ft_set_address(ch, socket_address_flatten(sock->addr), sock->tls_creds,
+                   NULL);
     if (sock->tls_authz && (!sock->tls_creds || !ch->server)) {
         error_setg(errp, "rrchardev: chardev '%s': tls-authz needs "
                    "tls-creds, on the server side", id);
         return false;
     }
-    ch->tls_creds = g_strdup(sock->tls_creds);
     ch->tls_authz = g_strdup(sock->tls_authz);
-    if (ch->tls_creds && !ch->server &&
-        ch->addr->type == SOCKET_ADDRESS_TYPE_INET) {
-        /* The name the server's certificate must carry */
-        ch->tls_hostname = g_strdup(ch->addr->u.inet.host);
-    }
     what = g_strdup_printf("rrchardev: chardev '%s'", id);
     if (!ft_check_transport(ch, what, errp)) {
         return false;

@@ -41,7 +41,6 @@
 #include "qapi/qapi-visit-sockets.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
-#include "qemu/sockets.h"
 #include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "system/runstate.h"
@@ -347,19 +346,11 @@ static FtChannel *ft_protect_channel(FtChannel *cur, SocketAddress *address,
     nc->lock_dir = g_strdup(cur->lock_dir);
     memcpy(nc->vm_id, cur->vm_id, sizeof(nc->vm_id));
     nc->gen = cur->gen + 1;
-    nc->addr = QAPI_CLONE(SocketAddress, address);
-    nc->addr_str = nc->addr->type == SOCKET_ADDRESS_TYPE_UNIX ?
-        g_strdup_printf("unix:%s", nc->addr->u.q_unix.path) :
-        socket_uri(nc->addr);
+    nc->wait = true;
+    ft_set_address(nc, QAPI_CLONE(SocketAddress, address), tls_creds,
+                   tls_hostname);
     g_free(nc->stream->stream.name);
     nc->stream->stream.name = g_strdup_printf("ft:%s", nc->addr_str);
-    nc->wait = true;
-    nc->tls_creds = g_strdup(tls_creds);
-    if (tls_hostname) {
-        nc->tls_hostname = g_strdup(tls_hostname);
-    } else if (tls_creds && nc->addr->type == SOCKET_ADDRESS_TYPE_INET) {
-        nc->tls_hostname = g_strdup(nc->addr->u.inet.host);
-    }
     nc->pre_switch = true;
     nc->config = ft_disks_describe();
     if (!nc->gen || !ft_check_transport(nc, "x-ft-protect: address", errp) ||
