@@ -152,6 +152,7 @@ void ft_bh(void *opaque)
         case FT_EV_LOST:
             qapi_event_send_ft_peer_lost(ft_role_qapi(ch), ev->text,
                                          ev->pos);
+            ft_protect_lost(ch, ev->text);
             break;
         case FT_EV_DIVERGED:
             qapi_event_send_ft_divergence(ev->pos, ev->text);
@@ -483,5 +484,6 @@ static void ft_go_live(FtChannel *ch)
                                  true, ms);
     vm_start();
     /* The VM's NICs now answer from this host: tell the switches. */
-    qemu_announce_self(&ch->announce, migrate_announce_params());
+    qemu_announce_self(&ch->announce, ch->join_announce ?:
+                       migrate_announce_params());
 }

@@ -349,6 +349,8 @@ struct FtChannel {
     uint64_t held_packets;          /* lock */
     uint64_t held_writes;           /* lock */
     AnnounceTimer announce;         /* BQL */
+    /* A backup that joins: the announce settings, kept for going live */
+    AnnounceParameters *join_announce;
 };
 
 /*
@@ -412,6 +414,8 @@ bool ft_lock_gen_free(FtChannel *ch, uint64_t gen, Error **errp);
 /* ft-protect.c */
 void ft_protect_machine_done(void);
 void ft_protect_verified(FtChannel *ch);
+void ft_protect_lost(FtChannel *ch, const char *reason);
+void ft_join_machine_done(FtChannel *ch);
 bool ft_join_gen(FtChannel *ch, uint32_t gen, Error **errp);
 
 /* ft-transport.c: every socket call; none with ch->lock held */

@@ -299,6 +299,7 @@ static void ft_machine_done(Notifier *n, void *data)
          */
         ch->config = g_steal_pointer(&mine);
         qemu_mutex_unlock(&ch->lock);
+        ft_join_machine_done(ch);
         if (!runstate_check(RUN_STATE_INMIGRATE)) {
             error_report("ft: backup: rrjoin=on takes the VM's state from "
                          "its primary: it needs -incoming");
@@ -369,13 +370,38 @@ FtChannel *ft_channel_new(bool writer)
     return ch;
 }
 
+/*
+ * rralone=on: a VM that records with no backup yet.  Its channel starts
+ * as one that runs on alone after a failover: live, with no address and
+ * no connection; what the VM records is dropped as it is written, and
+ * its output goes out at once.  x-ft-protect gives it a backup.
+ */
+static ReplayStream *ft_open_alone(FtChannel *ch)
+{
+    ch->stream->stream.name = g_strdup("ft:alone");
+    qatomic_set(&ch->state, FT_STATE_LIVE);
+    replay_set_output_ops(&ft_output_ops, ch);
+    replay_set_digest_ops(&ft_digest_ops, ch);
+    ch->machine_done.notify = ft_machine_done;
+    qemu_add_machine_init_done_notifier(&ch->machine_done);
+    info_report("ft: primary: recording alone in generation %u, with no "
+                "backup until x-ft-protect", ch->gen);
+    return &ch->stream->stream;
+}
+
 static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
                              bool writer, Error **errp)
 {
     FtChannel *ch = ft_channel_new(writer);
 
-    if (!ft_parse_opts(ch, opts, errp) ||
-        !ft_parse_chardev(ch, chardev, errp)) {
+    if (!ft_parse_opts(ch, opts, errp)) {
+        goto fail;
+    }
+    if (!chardev) {
+        g_free(ch->stream->stream.name);
+        return ft_open_alone(ch);
+    }
+    if (!ft_parse_chardev(ch, chardev, errp)) {
         goto fail;
     }
     g_free(ch->stream->stream.name);

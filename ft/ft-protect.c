@@ -38,6 +38,7 @@
 #include "qapi/qapi-commands-ft.h"
 #include "qapi/qapi-commands-migration.h"
 #include "qapi/qapi-events-ft.h"
+#include "qapi/qapi-visit-net.h"
 #include "qapi/qapi-visit-sockets.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -313,6 +314,43 @@ void ft_protect_verified(FtChannel *ch)
     } else {
         qapi_event_send_ft_protected(ch->gen, false, 0, false, 0, false, 0);
     }
+}
+
+/*
+ * The backup of @ch was lost (main loop): if that was the new backup of
+ * x-ft-protect before it passed its first check, the protection failed.
+ * The lock decides who runs on, as for any pair.
+ */
+void ft_protect_lost(FtChannel *ch, const char *reason)
+{
+    g_autofree char *why = NULL;
+
+    if (ch != ftp.nc || !ftp.migrated) {
+        return;
+    }
+    why = g_strdup_printf("the new backup of generation %u was lost before "
+                          "its first check: %s", ch->gen, reason);
+    error_report("ft: x-ft-protect failed: %s", why);
+    qapi_event_send_ft_protect_failed(why);
+    ftp.nc = NULL;
+}
+
+/*
+ * A backup that joins must not announce the VM when its state arrives,
+ * as a migration's destination does: a virtio-net guest would be told to
+ * announce itself (VIRTIO_NET_F_GUEST_ANNOUNCE) on the backup only, which
+ * then diverges.  The settings are kept for when it goes live.
+ */
+void ft_join_machine_done(FtChannel *ch)
+{
+    MigrateSetParameters p = {
+        .has_announce_rounds = true,
+        .announce_rounds = 0,
+    };
+
+    ch->join_announce = QAPI_CLONE(AnnounceParameters,
+                                   migrate_announce_params());
+    qmp_migrate_set_parameters(&p, &error_abort);
 }
 
 /* A backup that joins takes the generation of its primary's HELLO. */

@@ -67,6 +67,8 @@ FtInfo *qmp_x_query_ft(Error **errp)
         info->log_written = ch->written;
         info->log_sent = ch->sent;
         info->log_acked = ch->acked;
+        info->has_log_buffer_bytes = true;
+        info->log_buffer_bytes = ch->cap;
         info->throttle_ms = ch->throttle_ns / SCALE_MS;
         /* execution lag: the backup's icount as of its newest ACK */
         lag = ch->state == FT_STATE_STREAMING && icount > ch->peer_icount ?

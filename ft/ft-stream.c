@@ -419,6 +419,7 @@ void ft_channel_free(FtChannel *ch)
         timer_free(ch->exit_timer);
     }
     qemu_announce_timer_del(&ch->announce, false);
+    qapi_free_AnnounceParameters(ch->join_announce);
     while ((h = g_queue_pop_head(&ch->held))) {
         g_free(h);
     }

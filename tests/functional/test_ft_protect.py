@@ -11,49 +11,76 @@ import os
 import re
 import signal
 import time
+import uuid
 
-from ft_test import FailoverCase, free_tcp_port, shared_drive, \
+from ft_test import BridgedCase, FailoverCase, shared_drive, \
     splice_consoles, ticks, wait_event
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 from ft_test.failover import trial_append
+from ft_test.protect import protect, start_joiner
 
 # Failovers in a row, each followed by a new backup (more: FT_PROTECT_CYCLES)
 CYCLES = int(os.environ.get('FT_PROTECT_CYCLES', '3'))
 
 
-class ProtectTest(FailoverCase):
+class ProtectChecks:
+    """What the tests of this file wait for and check."""
+
+    @staticmethod
+    def last_tick(*cons):
+        seen = [int(n) for c in cons
+                for n in re.findall(r'^TICK (\d+)', c.text(), re.M)]
+        return max(seen, default=0)
+
+    def ticks_after(self, con, vm, more=3, since=()):
+        """Wait for @more ticks on console @con past the last one on @con
+        and the consoles @since (its predecessors)."""
+        want = self.last_tick(con, *since) + more
+        deadline = time.monotonic() + 120
+        while self.last_tick(con) < want:
+            self.assertTrue(vm.is_running(), f'{vm._name} exited')
+            self.assertLess(time.monotonic(), deadline,
+                            f'{vm._name}: no TICK {want}')
+            time.sleep(0.1)
+
+    def status(self):
+        """Each running VM's channel, for a failure's message."""
+        out = []
+        for vm in self.vms:
+            try:
+                i = vm.cmd('x-query-ft')
+                r = vm.cmd('query-replay')
+                out.append(f"{vm._name}: {i['role']} {i['state']} gen "
+                           f"{i['generation']} icount {i['icount']} log "
+                           f"{i.get('log-written', i.get('log-received'))}/"
+                           f"{i.get('log-acked', i.get('log-consumed'))} "
+                           f"replay {r}")
+            except Exception:   # noqa: BLE001  a dead VM
+                pass
+        return '; '.join(out)
+
+    def wait_fs_rounds(self, vm, con, n, timeout=120):
+        deadline = time.monotonic() + timeout
+        while fs_checked(con.text()) < n:
+            self.assertTrue(vm.is_running(), f'{vm._name} exited')
+            if time.monotonic() > deadline:
+                raise AssertionError(f'{vm._name}: fewer than {n} verified '
+                                     f'rounds: {self.status()}')
+            time.sleep(0.2)
+
+
+class ProtectTest(ProtectChecks, FailoverCase):
 
     timeout = 900
 
     def joiner(self, name, append, args=()):
-        """A backup that waits to join the running VM: its logging channel
-        on a port of its own, its state by -incoming on another."""
-        port, mig = free_tcp_port(), free_tcp_port()
-        vm, con = self.wd.make_vm(
-            name, append, rr='replay', hold=True,
-            icount_extra=f',rrchardev=ftlog,rrjoin=on,'
-            f'rrlock={self.pair.lock_dir}',
-            args=['-uuid', self.pair.vm_uuid,
-                  '-chardev', f'socket,id=ftlog,host=127.0.0.1,port={port},'
-                  'server=on,wait=off',
-                  '-incoming', f'tcp:127.0.0.1:{mig}', *args])
-        vm.launch()
-        return vm, con, port, mig
+        """A backup that waits to join the running VM."""
+        return start_joiner(self.wd, name, append, self.pair.lock_dir,
+                            self.pair.vm_uuid, args)
 
-    def protect(self, live, port, mig):
-        """x-ft-protect on @live; returns the FT_PROTECTED event's data
-        (of the new generation: a pair started at boot has its own)."""
-        gen = live.cmd('x-query-ft')['generation'] + 1
-        live.cmd('x-ft-protect',
-                 address={'type': 'inet', 'host': '127.0.0.1',
-                          'port': str(port)},
-                 uri=f'tcp:127.0.0.1:{mig}')
-        deadline = time.monotonic() + 120
-        while True:
-            ev = wait_event(live, 'FT_PROTECTED',
-                            max(1, deadline - time.monotonic()))
-            if ev['data']['generation'] == gen:
-                return ev['data']
+    @staticmethod
+    def protect(live, port, mig):
+        return protect(live, port, mig)
 
     def alone(self, victim='primary', sig=signal.SIGKILL):
         """A protected pair running the ticker, whose @victim gets @sig:
@@ -96,23 +123,6 @@ class ProtectTest(FailoverCase):
         self.assertGreater(info['digest']['checks'], 0)
         self.log.info('ticks %d..%d through two failovers', seen[0],
                       seen[-1])
-
-    @staticmethod
-    def last_tick(*cons):
-        seen = [int(n) for c in cons
-                for n in re.findall(r'^TICK (\d+)', c.text(), re.M)]
-        return max(seen, default=0)
-
-    def ticks_after(self, con, vm, more=3, since=()):
-        """Wait for @more ticks on console @con past the last one on @con
-        and the consoles @since (its predecessors)."""
-        want = self.last_tick(con, *since) + more
-        deadline = time.monotonic() + 120
-        while self.last_tick(con) < want:
-            self.assertTrue(vm.is_running(), f'{vm._name} exited')
-            self.assertLess(time.monotonic(), deadline,
-                            f'{vm._name}: no TICK {want}')
-            time.sleep(0.1)
 
     def test_reprotect_after_backup_loss(self):
         """kill -9 of the backup: the primary wins the lock and runs on
@@ -200,31 +210,6 @@ class ProtectTest(FailoverCase):
             self.assertIn('does not run alone: its channel is streaming',
                           r['error']['desc'])
 
-    def status(self):
-        """Each running VM's channel, for a failure's message."""
-        out = []
-        for vm in self.vms:
-            try:
-                i = vm.cmd('x-query-ft')
-                r = vm.cmd('query-replay')
-                out.append(f"{vm._name}: {i['role']} {i['state']} gen "
-                           f"{i['generation']} icount {i['icount']} log "
-                           f"{i.get('log-written', i.get('log-received'))}/"
-                           f"{i.get('log-acked', i.get('log-consumed'))} "
-                           f"replay {r}")
-            except Exception:   # noqa: BLE001  a dead VM
-                pass
-        return '; '.join(out)
-
-    def wait_fs_rounds(self, vm, con, n, timeout=120):
-        deadline = time.monotonic() + timeout
-        while fs_checked(con.text()) < n:
-            self.assertTrue(vm.is_running(), f'{vm._name} exited')
-            if time.monotonic() > deadline:
-                raise AssertionError(f'{vm._name}: fewer than {n} verified '
-                                     f'rounds: {self.status()}')
-            time.sleep(0.2)
-
     def test_reprotect_cycles_ext4(self):
         """ext4 on the shared disk and the ticker; CYCLES times in a row:
         a new backup joins the VM running alone, the pair is protected,
@@ -272,6 +257,77 @@ class ProtectTest(FailoverCase):
                       [round(r['pause-ms'], 1) for r in report],
                       [round(r['total-ms']) for r in report], rounds,
                       len(seen))
+
+
+
+class ProtectAloneTest(ProtectChecks, BridgedCase):
+    """A VM started recording with no backup (rralone=on), protected
+    later, on the bridged network with a TCP client."""
+
+    timeout = 600
+
+    def test_protect_vm_started_alone(self):
+        """A VM starts alone under CPU, disk (ext4 on the shared disk) and
+        network load (2 TCP echo connections).  It keeps no log: its
+        memory does not grow with what it records.  x-ft-protect gives it
+        a backup (generation 2), which takes over when the VM is killed
+        with kill -9.  Every echoed byte is verified, the ticks are
+        complete and in order, and the files and the image check clean
+        after the guest's own poweroff."""
+        lock = self.scratch('lock')
+        os.makedirs(lock)
+        vm_uuid = str(uuid.uuid4())
+        kib, loops = 256, 8
+        img = mkfs_ext4(self.scratch('shared.img'), 32)
+        append = self.guest_args(work='echo,fs,cpu,ticker', disk_loops=loops,
+                                 fs_kb=kib, cpu_iters=60, poweroff=1,
+                                 ip=f'{self.net.GUEST_IP}/24')
+        a, acon = self.make_vm(
+            'alone', append, rr='record',
+            icount_extra=f',rralone=on,rrlock={lock}',
+            args=['-uuid', vm_uuid, *shared_drive(img, False),
+                  *self.net.nic_args(0)])
+        a.launch()
+        acon.wait(r'FT-READY', 120, a)
+        info = a.cmd('x-query-ft')
+        self.assertEqual((info['role'], info['state'], info['generation']),
+                         ('primary', 'live', 1))
+        self.assertNotIn('address', info)
+        client, stop = self.net.client(self.workdir, conns=2, wait=0.01)
+        # Recording on, under load: the log is dropped as it is written
+        self.wait_fs_rounds(a, acon, 1)
+        w0 = a.cmd('x-query-ft')['log-written']
+        self.wait_fs_rounds(a, acon, fs_checked(acon.text()) + 1)
+        info = a.cmd('x-query-ft')
+        self.log.info('alone: %d KiB of log written and dropped',
+                      (info['log-written'] - w0) >> 10)
+        self.assertGreater(info['log-written'] - w0, 1 << 20)
+        self.assertEqual(info['log-buffer-bytes'], 0)
+
+        j, jcon, port, mig = start_joiner(
+            self.wd, 'backup', append, lock, vm_uuid,
+            [*shared_drive(img, True), *self.net.nic_args(1)])
+        data = protect(a, port, mig)
+        self.log.info('protected: %s', data)
+        self.assertEqual(data['generation'], 2)
+        self.wait_fs_rounds(a, acon, fs_checked(acon.text()) + 1)
+        self.assertTrue(j.cmd('x-query-ft')['protected'])
+        os.kill(a.get_pid(), signal.SIGKILL)
+        wait_event(j, 'FT_WENT_LIVE', 60)
+        self.ticks_after(jcon, j, since=[acon])
+        res = self.net.client_result(client, stop)
+        self.log.info('client: %s', res)
+        for e in res['echo']:
+            self.assertIsNone(e['error'], f'echo connection {e["id"]}')
+            self.assertGreater(e['verified'], 0)
+        self.assertEqual(self.wait_exit(j, 600), 0)
+        stream, _ = splice_consoles(acon.text(), jcon.text())
+        ticks(stream)
+        self.assertIn(f'FS done loops={loops}', stream)
+        files = re.findall(r'^FS file (\d+) sha256=([0-9a-f]+)', stream,
+                           re.M)
+        self.assertEqual(len(files), min(loops, 8))
+        check_image(img, 'raw', files, loops, kib)
 
 
 if __name__ == '__main__':
