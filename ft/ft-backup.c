@@ -91,10 +91,12 @@ void *ft_backup_rx_thread(void *opaque)
             break;
         }
         if (ret == 0) {
-            if (ft_now_ns() - last_rx > (int64_t)ch->timeout_ms * SCALE_MS) {
+            unsigned silence = ft_silence_ms(ch);
+
+            if (ft_now_ns() - last_rx > (int64_t)silence * SCALE_MS) {
                 g_autofree char *why =
                     g_strdup_printf("no data or heartbeat for %u ms",
-                                    ch->timeout_ms);
+                                    silence);
 
                 ft_lost_locked(ch, why);
                 qemu_mutex_unlock(&ch->lock);

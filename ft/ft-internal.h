@@ -373,6 +373,22 @@ static inline bool ft_holding_state(FtState st)
            st == FT_STATE_ARBITRATING || st == FT_STATE_HALTED;
 }
 
+/*
+ * The silence after which the peer is lost.  While x-ft-protect moves the
+ * VM's state, the migration loads both hosts, and a new backup lost then
+ * costs nothing (the VM runs on alone): it gets FT_TRANSFER_TIMEOUT_MS.
+ */
+#define FT_TRANSFER_TIMEOUT_MS 5000
+
+static inline unsigned ft_silence_ms(FtChannel *ch)
+{
+    bool transfer = qatomic_read(&ch->pre_switch) ||
+                    (ch->join && !qatomic_read(&ch->joined));
+
+    return transfer ? MAX(ch->timeout_ms, FT_TRANSFER_TIMEOUT_MS)
+                    : ch->timeout_ms;
+}
+
 /* The bound of each wait at startup: HELLO, the header, CONFIG... */
 static inline int ft_startup_wait_ms(FtChannel *ch)
 {

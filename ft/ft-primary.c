@@ -139,7 +139,8 @@ void *ft_primary_rx_thread(void *opaque)
     for (;;) {
         FtFrameHeader h;
         const uint8_t *payload;
-        int ret = ft_read_frame(ioc, r, ch->timeout_ms, &h, &payload);
+        unsigned silence = ft_silence_ms(ch);
+        int ret = ft_read_frame(ioc, r, silence, &h, &payload);
 
         qemu_mutex_lock(&ch->lock);
         if (ch->state != FT_STATE_STREAMING) {
@@ -149,7 +150,7 @@ void *ft_primary_rx_thread(void *opaque)
         if (ret <= 0) {
             g_autofree char *why = ret == 0 ?
                 g_strdup_printf("no ACK or heartbeat for %u ms",
-                                ch->timeout_ms) :
+                                silence) :
                 ft_read_error(r, ret);
 
             if (ch->closing && ret == FT_SOCK_ERR(EPIPE)) {

@@ -59,6 +59,7 @@ typedef struct FtProtect {
     bool switched;
     bool migrated;              /* the migration completed */
     ReplayStream *old_stream;   /* to close once the VM runs again */
+    char *lost;                 /* why the new channel was lost, if it was */
     int64_t t_start;
     int64_t t_stop;
     double pause_ms;
@@ -126,6 +127,8 @@ static void ft_protect_end(void)
         ftp.old_stream = NULL;
     }
     ftp.active = false;
+    g_free(ftp.lost);
+    ftp.lost = NULL;
 }
 
 /* 2. The VM stopped for the switchover; the migration waits for us. */
@@ -185,7 +188,8 @@ static void ft_protect_done_bh(void *opaque)
                     " bytes were migrated", nc->gen, ftp.pause_ms,
                     ftp.bytes);
     } else {
-        const char *desc = info->error_desc ? info->error_desc :
+        const char *desc = ftp.lost ? ftp.lost :
+                           info->error_desc ? info->error_desc :
                            "the migration did not complete";
         g_autofree char *why = NULL;
 
@@ -325,6 +329,16 @@ void ft_protect_lost(FtChannel *ch, const char *reason)
 {
     g_autofree char *why = NULL;
 
+    if (ch == ftp.nc && ftp.active && !ftp.switched) {
+        /*
+         * Before the switchover: the migration has no one to go to.  On
+         * a cut link it would wait for TCP to give up; cancel it now.
+         */
+        g_free(ftp.lost);
+        ftp.lost = g_strdup(reason);
+        qmp_migrate_cancel(NULL);
+        return;
+    }
     if (ch != ftp.nc || !ftp.migrated) {
         return;
     }

@@ -13,11 +13,11 @@ import signal
 import time
 import uuid
 
-from ft_test import BridgedCase, FailoverCase, shared_drive, \
+from ft_test import BridgedCase, FailoverCase, Netns, shared_drive, \
     splice_consoles, ticks, wait_event
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 from ft_test.failover import trial_append
-from ft_test.protect import protect, start_joiner
+from ft_test.protect import protect, protect_cmd, start_joiner
 
 # Failovers in a row, each followed by a new backup (more: FT_PROTECT_CYCLES)
 CYCLES = int(os.environ.get('FT_PROTECT_CYCLES', '3'))
@@ -199,6 +199,52 @@ class ProtectTest(ProtectChecks, FailoverCase):
         self.assertNotEqual(self.wait_exit(j, 60), 0)
         self.assertNotIn('went live', self.log_text(j))
 
+    def test_link_cut_during_transfer(self):
+        """A VM started alone (rralone=on) and its new backup in two
+        network namespaces; the link between them is cut while the state
+        is migrated (slowed to 20 MB/s).  The VM notices the lost channel,
+        cancels the migration and runs on alone (FT_PROTECT_FAILED); the
+        new backup, which has no state, halts and never goes live.  With
+        the link back, a second new backup protects it."""
+        append = trial_append('ticker')
+        lock = self.scratch('lock')
+        os.makedirs(lock)
+        vm_uuid = str(uuid.uuid4())
+        with Netns(os.getpid() % 10000) as ns:
+            a, acon = self.make_vm(
+                'alone', append, rr='record', wrapper=ns.wrapper(0),
+                icount_extra=f',rralone=on,rrinsecure=on,rrlock={lock}',
+                args=['-uuid', vm_uuid])
+            a.launch()
+            acon.wait(r'TICK 2\b', 120, a)
+            a.cmd('migrate-set-parameters', **{'max-bandwidth': 20 << 20})
+            host = ns.addrs[1]
+            j, jcon, port, mig = start_joiner(
+                self.wd, 'backup', append, lock, vm_uuid, host=host,
+                icount_extra=',rrinsecure=on', wrapper=ns.wrapper(1))
+            protect_cmd(a, port, mig, host)
+            time.sleep(1)
+            self.assertEqual(a.cmd('query-migrate')['status'], 'active')
+            ns.link(False)
+            failed = wait_event(a, 'FT_PROTECT_FAILED', 30)
+            self.log.info('failed: %s', failed['data']['reason'])
+            self.assertIn('runs on alone in generation 1',
+                          failed['data']['reason'])
+            self.assertNotEqual(self.wait_exit(j, 30), 0)
+            self.assertNotIn('went live', self.log_text(j))
+            info = a.cmd('x-query-ft')
+            self.assertEqual((info['state'], info['generation']),
+                             ('live', 1))
+            self.ticks_after(acon, a)
+            ns.link(True)
+            a.cmd('migrate-set-parameters', **{'max-bandwidth': 1 << 30})
+            j2, _, port, mig = start_joiner(
+                self.wd, 'backup2', append, lock, vm_uuid, host=host,
+                icount_extra=',rrinsecure=on', wrapper=ns.wrapper(1))
+            self.assertEqual(protect(a, port, mig, host=host)['generation'],
+                             2)
+            self.ticks_after(acon, a)
+
     def test_protect_refused(self):
         """x-ft-protect on a VM that is protected already, and on a
         backup, is refused with a clear error."""
@@ -210,36 +256,59 @@ class ProtectTest(ProtectChecks, FailoverCase):
             self.assertIn('does not run alone: its channel is streaming',
                           r['error']['desc'])
 
+
+class ProtectNetTest(ProtectChecks, BridgedCase):
+    """On the bridged network, with a TCP echo client: a VM started
+    recording with no backup (rralone=on) and protected later; and
+    failovers in a row, each followed by a re-protection."""
+
+    timeout = 900
+
     def test_reprotect_cycles_ext4(self):
-        """ext4 on the shared disk and the ticker; CYCLES times in a row:
-        a new backup joins the VM running alone, the pair is protected,
-        and the VM is killed with kill -9; the backup takes over.  The
-        guest verifies every file it wrote in each round, on every host;
-        after its clean shutdown the ticks are complete and in order, the
-        image checks clean and holds the right data."""
+        """ext4 on the shared disk, the ticker and 2 TCP echo connections
+        from a client; CYCLES times in a row: a new backup joins the VM
+        running alone, the pair is protected, and the VM is killed with
+        kill -9; the backup takes over.  The guest verifies every file it
+        wrote in each round, on every host; the client verifies every
+        echoed byte and no connection resets; after the guest's clean
+        shutdown the ticks are complete and in order, the image checks
+        clean and holds the right data."""
         kib, loops = 256, 3 * CYCLES + 4
         img = mkfs_ext4(self.scratch('shared.img'), 32)
-        append = self.guest_args(work='fs,ticker', disk_loops=loops,
-                                 fs_kb=kib, poweroff=1)
+        append = self.guest_args(work='echo,fs,ticker', disk_loops=loops,
+                                 fs_kb=kib, poweroff=1,
+                                 ip=f'{self.net.GUEST_IP}/24')
         p, pcon, b, bcon = self.make_ft_pair(
-            append, primary_args=shared_drive(img, False),
-            backup_args=shared_drive(img, True))
+            append, primary_args=[*shared_drive(img, False),
+                                  *self.net.nic_args(0)],
+            backup_args=[*shared_drive(img, True), *self.net.nic_args(1)])
+        pcon.wait(r'FT-READY', 120, p)
+        client, stop = self.net.client(self.workdir, conns=2, wait=0.01)
+        self.addCleanup(client.kill)
         self.wait_fs_rounds(p, pcon, 1)
         os.kill(p.get_pid(), signal.SIGKILL)
         wait_event(b, 'FT_WENT_LIVE', 60)
-        live, lcon, cons, report = b, bcon, [pcon, bcon], []
+        live, lcon, tap, cons, report = b, bcon, 1, [pcon, bcon], []
         for c in range(CYCLES):
-            j, jcon, port, mig = self.joiner(f'backup{c + 2}', append,
-                                             shared_drive(img, True))
-            report.append(self.protect(live, port, mig))
+            j, jcon, port, mig = start_joiner(
+                self.wd, f'backup{c + 2}', append, self.pair.lock_dir,
+                self.pair.vm_uuid, [*shared_drive(img, True),
+                                    *self.net.nic_args(1 - tap)])
+            report.append(protect(live, port, mig))
             self.assertEqual(report[-1]['generation'], c + 2)
             # A round of writes and verification in the new pairing
             self.wait_fs_rounds(live, lcon, fs_checked(lcon.text()) + 1)
             self.assertTrue(j.cmd('x-query-ft')['protected'])
             os.kill(live.get_pid(), signal.SIGKILL)
             wait_event(j, 'FT_WENT_LIVE', 60)
-            live, lcon = j, jcon
+            live, lcon, tap = j, jcon, 1 - tap
             cons.append(jcon)
+        self.ticks_after(lcon, live, since=cons[:-1])
+        res = self.net.client_result(client, stop)
+        self.log.info('client: %s', res)
+        for e in res['echo']:
+            self.assertIsNone(e['error'], f'echo connection {e["id"]}')
+            self.assertGreater(e['verified'], 0)
         self.assertEqual(self.wait_exit(live, 600), 0)
         stream = cons[0].text()
         for con in cons[1:]:
@@ -252,19 +321,14 @@ class ProtectTest(ProtectChecks, FailoverCase):
         self.assertEqual(len(files), min(loops, 8))
         check_image(img, 'raw', files, loops, kib)
         self.log.info('%d failovers, %d re-protections: pauses %s ms, '
-                      'protected after %s ms; %d verified rounds, %d ticks',
+                      'protected after %s ms; %d verified rounds, %d ticks, '
+                      'echo %s bytes verified, longest stall %s s',
                       CYCLES + 1, CYCLES,
                       [round(r['pause-ms'], 1) for r in report],
                       [round(r['total-ms']) for r in report], rounds,
-                      len(seen))
+                      len(seen), [e['verified'] for e in res['echo']],
+                      [round(e['max_stall_s'], 2) for e in res['echo']])
 
-
-
-class ProtectAloneTest(ProtectChecks, BridgedCase):
-    """A VM started recording with no backup (rralone=on), protected
-    later, on the bridged network with a TCP client."""
-
-    timeout = 600
 
     def test_protect_vm_started_alone(self):
         """A VM starts alone under CPU, disk (ext4 on the shared disk) and
@@ -294,6 +358,7 @@ class ProtectAloneTest(ProtectChecks, BridgedCase):
                          ('primary', 'live', 1))
         self.assertNotIn('address', info)
         client, stop = self.net.client(self.workdir, conns=2, wait=0.01)
+        self.addCleanup(client.kill)
         # Recording on, under load: the log is dropped as it is written
         self.wait_fs_rounds(a, acon, 1)
         w0 = a.cmd('x-query-ft')['log-written']

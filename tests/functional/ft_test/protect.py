@@ -9,15 +9,16 @@ from .net import free_tcp_port
 
 
 def start_joiner(workdir, name, append, lock_dir, vm_uuid, args=(),
-                 memory=256, host='127.0.0.1', icount_extra=''):
+                 memory=256, host='127.0.0.1', icount_extra='', wrapper=()):
     """Launch, in @workdir (a vm.Workdir), a backup that waits to join a
     running VM of -uuid @vm_uuid: its logging channel on a port of its
-    own, its state by -incoming on another.  Returns (vm, console, port,
+    own, its state by -incoming on another, both on @host; @wrapper runs
+    it (in a network namespace, say).  Returns (vm, console, port,
     migration port)."""
     port, mig = free_tcp_port(), free_tcp_port()
     lock = f',rrlock={lock_dir}' if lock_dir else ''
     vm, con = workdir.make_vm(
-        name, append, rr='replay', hold=True, memory=memory,
+        name, append, rr='replay', hold=True, memory=memory, wrapper=wrapper,
         icount_extra=f',rrchardev=ftlog,rrjoin=on{lock}{icount_extra}',
         args=['-uuid', vm_uuid,
               '-chardev', f'socket,id=ftlog,host={host},port={port},'
