@@ -40,8 +40,10 @@
 #include "qapi/qapi-events-ft.h"
 #include "qapi/qapi-visit-net.h"
 #include "qapi/qapi-visit-sockets.h"
+#include "qemu/coroutine.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
+#include "block/thread-pool.h"
 #include "migration/misc.h"
 #include "migration/vmstate.h"
 #include "system/runstate.h"
@@ -380,12 +382,81 @@ bool ft_join_gen(FtChannel *ch, uint32_t gen, Error **errp)
 
 /* 1. The command */
 
-static FtChannel *ft_protect_channel(FtChannel *cur, SocketAddress *address,
-                                     const char *tls_creds,
-                                     const char *tls_hostname, Error **errp)
-{
-    FtChannel *nc = ft_channel_new(true);
+/*
+ * The command is a coroutine, so that the monitor can wait for the
+ * logging channel to connect (up to the handshake timeout with a backup
+ * that does not answer) while the VM and the main loop go on.  Its steps
+ * before and after the connection run as main loop bottom halves: they
+ * use the block graph and start the migration, which coroutines may not.
+ */
+typedef struct FtProtectCmd {
+    SocketAddress *address;
+    const char *uri;
+    const char *tls_creds;
+    const char *tls_hostname;
+    FtChannel *cur;
+    FtChannel *nc;
+    bool connected;
+    Error *err;
+    Coroutine *co;
+    void (*step)(struct FtProtectCmd *cmd);
+} FtProtectCmd;
 
+static void ft_protect_step_bh(void *opaque)
+{
+    FtProtectCmd *cmd = opaque;
+
+    cmd->step(cmd);
+    aio_co_wake(cmd->co);
+}
+
+static void coroutine_fn ft_protect_in_main_loop(FtProtectCmd *cmd,
+                                                 void (*step)(FtProtectCmd *))
+{
+    cmd->step = step;
+    cmd->co = qemu_coroutine_self();
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), ft_protect_step_bh, cmd);
+    qemu_coroutine_yield();
+}
+
+/* A worker thread of the pool: connect, and shake hands. */
+static int ft_protect_connect(void *opaque)
+{
+    FtProtectCmd *cmd = opaque;
+
+    return ft_connect(cmd->nc, &cmd->err) ? 0 : -1;
+}
+
+/* The VM must record alone; the new channel, not connected yet. */
+static void ft_protect_prepare(FtProtectCmd *cmd)
+{
+    FtChannel *cur = ft_current();
+    FtChannel *nc;
+    FtState st;
+
+    if (!cur) {
+        error_setg(&cmd->err, "this VM has no logging channel (-icount "
+                   "rrchardev= or rralone=on)");
+        return;
+    }
+    if (ftp.active) {
+        error_setg(&cmd->err, "x-ft-protect is already in progress");
+        return;
+    }
+    st = qatomic_read(&cur->state);
+    if (replay_mode != REPLAY_MODE_RECORD ||
+        !(st == FT_STATE_LIVE ||
+          (cur->role == FT_ROLE_PRIMARY && st == FT_STATE_PEER_LOST))) {
+        error_setg(&cmd->err, "this VM does not run alone: its channel is "
+                   "%s", FtState_str(st));
+        return;
+    }
+    if (!runstate_is_running()) {
+        error_setg(&cmd->err, "the VM must be running");
+        return;
+    }
+
+    nc = ft_channel_new(true);
     nc->heartbeat_ms = cur->heartbeat_ms;
     nc->timeout_ms = cur->timeout_ms;
     nc->max_lag_ms = cur->max_lag_ms;
@@ -399,79 +470,83 @@ static FtChannel *ft_protect_channel(FtChannel *cur, SocketAddress *address,
     memcpy(nc->vm_id, cur->vm_id, sizeof(nc->vm_id));
     nc->gen = cur->gen + 1;
     nc->wait = true;
-    ft_set_address(nc, QAPI_CLONE(SocketAddress, address), tls_creds,
-                   tls_hostname);
+    ft_set_address(nc, QAPI_CLONE(SocketAddress, cmd->address),
+                   cmd->tls_creds, cmd->tls_hostname);
     g_free(nc->stream->stream.name);
     nc->stream->stream.name = g_strdup_printf("ft:%s", nc->addr_str);
     nc->pre_switch = true;
     nc->config = ft_disks_describe();
-    if (!nc->gen || !ft_check_transport(nc, "x-ft-protect: address", errp) ||
-        !ft_lock_gen_free(nc, nc->gen, errp) || !ft_connect(nc, errp)) {
+    if (!nc->gen ||
+        !ft_check_transport(nc, "address", &cmd->err) ||
+        !ft_lock_gen_free(nc, nc->gen, &cmd->err)) {
         ft_channel_discard(nc);
-        return NULL;
+        return;
     }
-    return nc;
+    cmd->cur = cur;
+    cmd->nc = nc;
+    /* Nothing else starts meanwhile */
+    ftp = (FtProtect) { .active = true };
 }
 
-void qmp_x_ft_protect(SocketAddress *address, const char *uri,
-                      const char *tls_creds, const char *tls_hostname,
-                      Error **errp)
+/* Connected (or not): start the migration. */
+static void ft_protect_start(FtProtectCmd *cmd)
 {
-    FtChannel *cur = ft_current();
-    FtChannel *nc;
-    FtState st;
-    Error *err = NULL;
+    FtChannel *nc = cmd->nc;
 
-    if (!cur) {
-        error_setg(errp, "this VM has no logging channel (-icount "
-                   "rrchardev=)");
-        return;
+    ftp.active = false;
+    if (cmd->connected &&
+        (ft_current() != cmd->cur || !runstate_is_running())) {
+        error_setg(&cmd->err, "the VM stopped while the logging channel "
+                   "connected");
     }
-    if (ftp.active) {
-        error_setg(errp, "x-ft-protect is already in progress");
-        return;
-    }
-    st = qatomic_read(&cur->state);
-    if (replay_mode != REPLAY_MODE_RECORD ||
-        !(st == FT_STATE_LIVE ||
-          (cur->role == FT_ROLE_PRIMARY && st == FT_STATE_PEER_LOST))) {
-        error_setg(errp, "this VM does not run alone: its channel is %s",
-                   FtState_str(st));
-        return;
-    }
-    if (!runstate_is_running()) {
-        error_setg(errp, "the VM must be running");
-        return;
-    }
-
-    nc = ft_protect_channel(cur, address, tls_creds, tls_hostname, errp);
-    if (!nc) {
-        error_prepend(errp, "x-ft-protect: ");
+    if (cmd->err) {
+        ft_channel_discard(nc);
         return;
     }
     ftp = (FtProtect) {
         .active = true,
-        .old = cur,
+        .old = cmd->cur,
         .nc = nc,
         .t_start = ft_now_ns(),
         .cap_was_set = ft_pause_cap(),
     };
-    if (!ftp.cap_was_set && !ft_set_pause_cap(true, &err)) {
+    if (!ftp.cap_was_set && !ft_set_pause_cap(true, &cmd->err)) {
         goto fail;
     }
     migration_add_notifier(&ftp.mig, ft_protect_mig_cb);
     ftp.vmse = qemu_add_vm_change_state_handler(ft_protect_vm_state, NULL);
-    qmp_migrate(uri, false, NULL, false, false, false, false, &err);
-    if (err) {
+    qmp_migrate(cmd->uri, false, NULL, false, false, false, false,
+                &cmd->err);
+    if (cmd->err) {
         goto fail;
     }
     info_report("ft: primary: protecting the VM: generation %u with %s, "
-                "its state to %s", nc->gen, nc->addr_str, uri);
+                "its state to %s", nc->gen, nc->addr_str, cmd->uri);
     return;
 
 fail:
     ft_protect_end();
     ft_channel_discard(nc);
     ftp.nc = NULL;
-    error_propagate_prepend(errp, err, "x-ft-protect: ");
+}
+
+void coroutine_fn qmp_x_ft_protect(SocketAddress *address, const char *uri,
+                                   const char *tls_creds,
+                                   const char *tls_hostname, Error **errp)
+{
+    FtProtectCmd cmd = {
+        .address = address,
+        .uri = uri,
+        .tls_creds = tls_creds,
+        .tls_hostname = tls_hostname,
+    };
+
+    ft_protect_in_main_loop(&cmd, ft_protect_prepare);
+    if (!cmd.err) {
+        cmd.connected = thread_pool_submit_co(ft_protect_connect, &cmd) == 0;
+        ft_protect_in_main_loop(&cmd, ft_protect_start);
+    }
+    if (cmd.err) {
+        error_propagate_prepend(errp, cmd.err, "x-ft-protect: ");
+    }
 }

@@ -10,6 +10,7 @@
 import os
 import re
 import signal
+import socket
 import time
 import uuid
 
@@ -244,6 +245,33 @@ class ProtectTest(ProtectChecks, FailoverCase):
             self.assertEqual(protect(a, port, mig, host=host)['generation'],
                              2)
             self.ticks_after(acon, a)
+
+    def test_protect_silent_backup(self):
+        """x-ft-protect towards a "backup" that accepts the connection
+        and never answers: the command fails after the handshake timeout,
+        and meanwhile the VM runs (its console ticks on)."""
+        append = trial_append('ticker')
+        a, acon = self.make_vm('alone', append, rr='record',
+                               icount_extra=',rralone=on')
+        a.launch()
+        acon.wait(r'TICK 2\b', 120, a)
+        with socket.socket() as srv:
+            srv.bind(('127.0.0.1', 0))
+            srv.listen()
+            port = srv.getsockname()[1]
+            before = self.last_tick(acon)
+            t0 = time.monotonic()
+            r = a.qmp('x-ft-protect',
+                      address={'type': 'inet', 'host': '127.0.0.1',
+                               'port': str(port)},
+                      uri='tcp:127.0.0.1:1')
+            waited = time.monotonic() - t0
+        self.log.info('refused after %.1f s: %s', waited, r)
+        self.assertIn('error', r)
+        self.assertGreater(waited, 5)
+        # The guest clock ran on while the monitor waited
+        self.assertGreater(self.last_tick(acon), before + 2)
+        self.assertEqual(a.cmd('x-query-ft')['state'], 'live')
 
     def test_protect_refused(self):
         """x-ft-protect on a VM that is protected already, and on a
