@@ -15,6 +15,7 @@
 #include "hw/core/cpu.h"
 #include "ft-bytes.h"
 #include "ft-disks.h"
+#include "system/runstate.h"
 #include "ft-internal.h"
 #include "trace.h"
 
@@ -57,6 +58,42 @@ static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
     return ch->state == FT_STATE_STREAMING;
 }
 
+/*
+ * Replay that stopped moving while log waits to be played: the log holds
+ * next an input that this VM's devices never raise (an interrupt, a
+ * bottom half), which only a divergence explains.  Without this, the
+ * backup would wait for ever, and its primary stall at rrlag.
+ */
+static bool ft_backup_stalled(FtChannel *ch, uint64_t icount,
+                              uint64_t *stall_icount, int64_t *stall_ns)
+{
+    int64_t now = ft_now_ns();
+    g_autofree char *why = NULL;
+    bool waiting;
+
+    qemu_mutex_lock(&ch->lock);
+    waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
+              ch->state == FT_STATE_STREAMING &&
+              (!ch->join || ch->joined) && runstate_is_running();
+    if (!waiting || icount != *stall_icount) {
+        *stall_icount = icount;
+        *stall_ns = now;
+        qemu_mutex_unlock(&ch->lock);
+        return false;
+    }
+    if (now - *stall_ns < (int64_t)FT_STALL_MS * SCALE_MS) {
+        qemu_mutex_unlock(&ch->lock);
+        return false;
+    }
+    why = g_strdup_printf("replay stalled for %d ms at icount %" PRIu64
+                          " with %" PRIu64 " bytes of log waiting",
+                          FT_STALL_MS, icount,
+                          qatomic_read(&ch->avail_end) - ch->consumed);
+    ft_diverged_locked(ch, icount, why);
+    qemu_mutex_unlock(&ch->lock);
+    return true;
+}
+
 void *ft_backup_rx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
@@ -66,6 +103,8 @@ void *ft_backup_rx_thread(void *opaque)
     int64_t last_tx = 0;
     uint64_t acked = 0;
     uint64_t reported = 0;
+    uint64_t stall_icount = 0;
+    int64_t stall_ns = 0;
 
     for (;;) {
         FtFrameHeader h;
@@ -207,6 +246,9 @@ void *ft_backup_rx_thread(void *opaque)
             }
             acked = pos;
             last_tx = ft_now_ns();
+        }
+        if (ft_backup_stalled(ch, icount, &stall_icount, &stall_ns)) {
+            break;
         }
     }
     qemu_mutex_lock(&ch->lock);

@@ -380,6 +380,9 @@ static inline bool ft_holding_state(FtState st)
  */
 #define FT_TRANSFER_TIMEOUT_MS 5000
 
+/* A backup whose replay stands still this long with log waiting diverged */
+#define FT_STALL_MS 5000
+
 static inline unsigned ft_silence_ms(FtChannel *ch)
 {
     bool transfer = qatomic_read(&ch->pre_switch) ||

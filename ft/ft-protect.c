@@ -51,12 +51,17 @@
 #include "ft-internal.h"
 #include "trace.h"
 
+/* The default pause the switchover aims for (x-ft-protect max-pause-ms) */
+#define FT_PROTECT_PAUSE_MS 50
+
 typedef struct FtProtect {
     bool active;                /* from the command to the migration's end */
     FtChannel *old;             /* the channel the VM ran alone with */
     FtChannel *nc;              /* the new pairing's, until protected */
     uint32_t gen;               /* "ft-switch": the new generation */
     bool cap_was_set;           /* pause-before-switchover, before us */
+    bool downtime_set;          /* downtime-limit is ours for the transfer */
+    uint64_t downtime_was;
     bool quiesced;
     bool switched;
     bool migrated;              /* the migration completed */
@@ -113,10 +118,27 @@ static void ft_channel_discard(FtChannel *ch)
     g_free(st);
 }
 
+/* The migration's downtime-limit: the pause the switchover aims for */
+static uint64_t ft_set_downtime(uint64_t ms, Error **errp)
+{
+    g_autoptr(MigrationParameters) cur = qmp_query_migrate_parameters(NULL);
+    MigrateSetParameters p = {
+        .has_downtime_limit = true,
+        .downtime_limit = ms,
+    };
+
+    qmp_migrate_set_parameters(&p, errp);
+    return cur->downtime_limit;
+}
+
 static void ft_protect_end(void)
 {
     if (!ftp.cap_was_set) {
         ft_set_pause_cap(false, NULL);
+    }
+    if (ftp.downtime_set) {
+        ft_set_downtime(ftp.downtime_was, NULL);
+        ftp.downtime_set = false;
     }
     migration_remove_notifier(&ftp.mig);
     if (ftp.vmse) {
@@ -394,6 +416,7 @@ typedef struct FtProtectCmd {
     const char *uri;
     const char *tls_creds;
     const char *tls_hostname;
+    uint64_t max_pause_ms;
     FtChannel *cur;
     FtChannel *nc;
     bool connected;
@@ -455,6 +478,10 @@ static void ft_protect_prepare(FtProtectCmd *cmd)
         error_setg(&cmd->err, "the VM must be running");
         return;
     }
+    if (cmd->max_pause_ms < 1 || cmd->max_pause_ms > 10000) {
+        error_setg(&cmd->err, "max-pause-ms must be 1..10000");
+        return;
+    }
 
     nc = ft_channel_new(true);
     nc->heartbeat_ms = cur->heartbeat_ms;
@@ -513,6 +540,11 @@ static void ft_protect_start(FtProtectCmd *cmd)
     if (!ftp.cap_was_set && !ft_set_pause_cap(true, &cmd->err)) {
         goto fail;
     }
+    ftp.downtime_was = ft_set_downtime(cmd->max_pause_ms, &cmd->err);
+    if (cmd->err) {
+        goto fail;
+    }
+    ftp.downtime_set = true;
     migration_add_notifier(&ftp.mig, ft_protect_mig_cb);
     ftp.vmse = qemu_add_vm_change_state_handler(ft_protect_vm_state, NULL);
     qmp_migrate(cmd->uri, false, NULL, false, false, false, false,
@@ -532,13 +564,17 @@ fail:
 
 void coroutine_fn qmp_x_ft_protect(SocketAddress *address, const char *uri,
                                    const char *tls_creds,
-                                   const char *tls_hostname, Error **errp)
+                                   const char *tls_hostname,
+                                   bool has_max_pause_ms,
+                                   uint64_t max_pause_ms, Error **errp)
 {
     FtProtectCmd cmd = {
         .address = address,
         .uri = uri,
         .tls_creds = tls_creds,
         .tls_hostname = tls_hostname,
+        .max_pause_ms = has_max_pause_ms ? max_pause_ms :
+                        FT_PROTECT_PAUSE_MS,
     };
 
     ft_protect_in_main_loop(&cmd, ft_protect_prepare);

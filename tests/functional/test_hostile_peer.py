@@ -25,8 +25,8 @@ import unittest
 from ft_test import free_tcp_port, wait_port
 from ft_test.wire import (FRAME_CONFIG, FRAME_DATA, FRAME_HEARTBEAT,
                           FRAME_HELLO, frame, hello)
-from ft_test.replaylog import CORRUPTIONS, EV_INSTRUCTION, HEADER_SIZE, \
-    LogCase, parse_log
+from ft_test.replaylog import CORRUPTIONS, EV_CHECKPOINT, EV_INSTRUCTION, \
+    EV_INTERRUPT, HEADER_SIZE, LogCase, parse_log, set_byte
 
 FLAG_MORE = 0x0001
 PRIMARY = 1
@@ -228,6 +228,17 @@ class HostilePeer(LogCase):
 
     def test_char_write_bad_offset(self):
         self.diverges('charwrite', *CORRUPTIONS['charwrite'])
+
+    def test_replay_stall(self):
+        """A checkpoint turned into an interrupt that the backup's CPU
+        does not have: its replay stands still with log waiting.  Before,
+        it waited for ever (and a primary would stall at rrlag); now it
+        is a divergence after FT_STALL_MS."""
+        self.diverges('stall', set_byte(EV_CHECKPOINT + 1, -1, EV_INTERRUPT,
+                                        200),
+                      r'DIVERGED from the primary at icount \d+: replay '
+                      r'stalled for 5000 ms at icount \d+ with \d+ bytes '
+                      r'of log waiting')
 
     # -- the framing ------------------------------------------------------
 

@@ -17,6 +17,7 @@ QEMU_ASAN = os.environ.get('FT_QEMU_ASAN', os.path.join(
 
 # Event ids of REPLAY_VERSION 0xe0200d (replay/replay-internal.h)
 EV_INSTRUCTION = 0
+EV_INTERRUPT = 1
 EV_ASYNC = 3                # + ReplayAsyncEventKind
 ASYNC_BH, ASYNC_BH_ONESHOT, ASYNC_INPUT, ASYNC_INPUT_SYNC, \
     ASYNC_CHAR_READ, ASYNC_BLOCK, ASYNC_NET = range(7)
