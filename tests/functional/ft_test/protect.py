@@ -28,13 +28,13 @@ def start_joiner(workdir, name, append, lock_dir, vm_uuid, args=(),
     return vm, con, port, mig
 
 
-def protect_cmd(live, port, mig, host='127.0.0.1'):
-    """Issue x-ft-protect on @live towards a joiner; returns the new
-    generation."""
+def protect_cmd(live, port, mig, host='127.0.0.1', **args):
+    """Issue x-ft-protect on @live towards a joiner, with @args (such as
+    max-pause-ms) besides the addresses; returns the new generation."""
     gen = live.cmd('x-query-ft')['generation'] + 1
     live.cmd('x-ft-protect',
              address={'type': 'inet', 'host': host, 'port': str(port)},
-             uri=f'tcp:{host}:{mig}')
+             uri=f'tcp:{host}:{mig}', **args)
     return gen
 
 
