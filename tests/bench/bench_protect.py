@@ -34,8 +34,9 @@
 # The pause is mostly the migration's stop-and-copy: QEMU stops the VM
 # once what is left to send fits its downtime-limit at the bandwidth it
 # measured, so on a loaded host it can last longer; x-ft-protect sets
-# that limit to its max-pause-ms (50 ms by default, --downtime-ms) (query-migrate's figures of each run are
-# in the JSON: downtime, downtime-bytes, mbps).
+# that limit to its max-pause-ms (50 ms by default; --downtime-ms).
+# query-migrate's figures of each run are in the JSON: downtime,
+# downtime-bytes, mbps.
 # A run that fails (FT_PROTECT_FAILED, a timeout, a new backup that
 # diverged) is printed with the lines of the VMs' logs that tell why, the
 # series goes on, and the work directory is kept.
@@ -231,7 +232,8 @@ def transfer(p, port, mig, timeout, poll=0.05, pause_ms=None):
         try:
             ev = p.events_wait([('FT_PROTECTED',
                                  {'data': {'generation': gen}}),
-                                ('FT_PROTECT_FAILED', None)], min(left, 5))
+                                ('FT_PROTECT_FAILED', None)],
+                               float(min(left, 5)))
         except TimeoutError:
             pass
     if ev['event'] == 'FT_PROTECT_FAILED':

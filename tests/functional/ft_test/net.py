@@ -91,14 +91,18 @@ class BridgeNet:
     (primary and backup), and a client in its own network namespace on a
     veth port of the same bridge.  The guest keeps its MAC and IP across a
     failover; the backup's announce moves the MAC to its port.
+
+    @taps (at least 2) is how many taps: those past the first two are for
+    the new backups that later join the VM (x-ft-protect), one each.
     """
     GUEST_IP = '10.0.3.15'
     CLIENT_IP = '10.0.3.1'
     MAC = '52:54:00:f7:00:01'
 
-    def __init__(self, tag):
+    def __init__(self, tag, taps=2):
         self.br = f'ftbr{tag}'
-        self.taps = (f'ftpt{tag}', f'ftbt{tag}')
+        self.taps = (f'ftpt{tag}', f'ftbt{tag}') + \
+            tuple(f'ftj{i}t{tag}' for i in range(2, taps))
         self.ns = f'ftcl{tag}'
         self.veth = (f'ftvh{tag}', 'ftvc')
 
@@ -131,7 +135,8 @@ class BridgeNet:
 
     def nic_args(self, side, filters=True):
         """QEMU arguments: virtio-net on this side's tap (0: primary or
-        unprotected VM, 1: backup); with @filters, under the output rule
+        unprotected VM, 1: backup, 2...: the backups that join later);
+        with @filters, under the output rule
         (filter-ft-output) and with its input logged (filter-replay).
         """
         args = ['-netdev', f'tap,id=n0,ifname={self.taps[side]},script=no,'
@@ -171,6 +176,21 @@ class BridgeNet:
         if popen.returncode != 0:
             raise AssertionError(f'client failed: {err[-2000:]}')
         return json.loads(out)
+
+    @staticmethod
+    def echo_report(res):
+        """The client's result @res as lines for a person, and the
+        failures among them: [(line, failure or None)] per connection."""
+        out = []
+        for e in res['echo']:
+            ok = not e['error'] and e['verified'] > 0
+            why = None if ok else (e['error'] or 'nothing echoed')
+            out.append((f'TCP connection {e["id"]}: {e["verified"] >> 20} '
+                        f'MiB echoed and verified byte for byte, longest '
+                        f'stall {e["max_stall_s"]:.2f} s, '
+                        + ('no reset' if ok else f'FAILED: {why}'),
+                        None if ok else f'TCP connection {e["id"]}: {why}'))
+        return out
 
     def measure(self, what, seconds):
         """One of the client's benchmarks (rtt, rx, tx): its figures."""

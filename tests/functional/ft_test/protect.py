@@ -48,7 +48,8 @@ def wait_protected(live, gen, timeout=120):
             raise TimeoutError(f'{live._name}: no FT_PROTECTED for '
                                f'generation {gen}')
         ev = live.events_wait([('FT_PROTECTED', None),
-                               ('FT_PROTECT_FAILED', None)], max(1, left))
+                               ('FT_PROTECT_FAILED', None)],
+                              float(max(1, left)))
         if ev is None:
             continue
         if ev['event'] == 'FT_PROTECT_FAILED':

@@ -117,7 +117,8 @@ def query_replay(vm):
 
 
 def wait_event(vm, name, timeout):
-    ev = vm.event_wait(name, timeout=timeout)
+    # A float: qemu.qmp's pull_event() waits for ever on an int.
+    ev = vm.event_wait(name, timeout=float(timeout))
     if ev is None:
         raise AssertionError(f'{vm._name}: no {name} event in {timeout}s')
     return ev
