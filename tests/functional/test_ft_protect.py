@@ -14,11 +14,13 @@ import socket
 import time
 import uuid
 
-from ft_test import BridgedCase, FailoverCase, Netns, shared_drive, \
-    splice_consoles, ticks, wait_event
+from ft_test import BridgedCase, FailoverCase, Netns, free_tcp_port, \
+    shared_drive, splice_consoles, ticks, wait_event
+from ft_test import tls as ft_tls
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 from ft_test.failover import trial_append
-from ft_test.protect import protect, protect_cmd, start_joiner
+from ft_test.protect import protect, protect_cmd, start_joiner, \
+    wait_protected
 
 # Failovers in a row, each followed by a new backup (more: FT_PROTECT_CYCLES)
 CYCLES = int(os.environ.get('FT_PROTECT_CYCLES', '3'))
@@ -304,6 +306,51 @@ class ProtectTest(ProtectChecks, FailoverCase):
         self.assertGreater(self.last_tick(acon), before + 2)
         self.assertEqual(a.cmd('x-query-ft')['state'], 'live')
 
+    def test_protect_tls(self):
+        """x-ft-protect under x509 TLS, for the logging channel (the
+        chardev's tls-creds and tls-authz on the new backup) and for the
+        migration (its tls-creds and tls-authz parameters on both
+        sides): the VM started alone is protected, and its new backup
+        takes over when it is killed."""
+        base = ft_tls.pki()
+        append = trial_append('ticker')
+        lock = self.scratch('lock')
+        os.makedirs(lock)
+        vm_uuid = str(uuid.uuid4())
+        a, acon = self.make_vm(
+            'alone', append, rr='record',
+            icount_extra=f',rralone=on,rrlock={lock}',
+            args=['-uuid', vm_uuid, *ft_tls.creds_args(
+                'x509', os.path.join(base, 'primary'), False)])
+        a.launch()
+        acon.wait(r'TICK 2\b', 120, a)
+        port, mig = free_tcp_port(), free_tcp_port()
+        j, jcon = self.make_vm(
+            'backup', append, rr='replay', hold=True,
+            icount_extra=f',rrchardev=ftlog,rrjoin=on,rrlock={lock}',
+            args=['-uuid', vm_uuid,
+                  *ft_tls.creds_args('x509', os.path.join(base, 'backup'),
+                                     True, authz=['CN=primary']),
+                  '-chardev', f'socket,id=ftlog,host=127.0.0.1,port={port},'
+                  'server=on,wait=off,tls-creds=tls0,tls-authz=authz0',
+                  '-incoming', 'defer'])
+        j.launch()
+        j.cmd('migrate-set-parameters', **{'tls-creds': 'tls0',
+                                           'tls-authz': 'authz0'})
+        j.cmd('migrate-incoming', uri=f'tcp:127.0.0.1:{mig}')
+        a.cmd('migrate-set-parameters', **{'tls-creds': 'tls0'})
+        gen = protect_cmd(a, port, mig, **{'tls-creds': 'tls0'})
+        data = wait_protected(a, gen)
+        self.log.info('protected under TLS: %s', data)
+        self.assertEqual(data['generation'], 2)
+        self.assertEqual(a.cmd('query-migrate')['status'], 'completed')
+        self.ticks_after(acon, a)
+        os.kill(a.get_pid(), signal.SIGKILL)
+        wait_event(j, 'FT_WENT_LIVE', 60)
+        self.ticks_after(jcon, j, since=[acon])
+        stream, _ = splice_consoles(acon.text(), jcon.text())
+        ticks(stream)
+
     def test_protect_refused(self):
         """x-ft-protect on a VM that is protected already, and on a
         backup, is refused with a clear error."""
@@ -327,7 +374,9 @@ class ProtectNetTest(ProtectChecks, BridgedCase):
         """ext4 on the shared disk, the ticker and 2 TCP echo connections
         from a client; CYCLES times in a row: a new backup joins the VM
         running alone, the pair is protected, and the VM is killed with
-        kill -9; the backup takes over.  The guest verifies every file it
+        kill -9, and the backup takes over; or, every third cycle, the
+        backup is killed, and the VM wins the lock and runs on.  The
+        guest verifies every file it
         wrote in each round, on every host; the client verifies every
         echoed byte and no connection resets; after the guest's clean
         shutdown the ticks are complete and in order, the image checks
@@ -359,6 +408,12 @@ class ProtectNetTest(ProtectChecks, BridgedCase):
             data, j, jcon = self.protect_until_protected(live, lcon, start)
             self.assertGreater(data['generation'], gen)
             report.append(data)
+            if c % 3 == 1:
+                # The backup's loss: the VM wins the lock and runs on
+                os.kill(j.get_pid(), signal.SIGKILL)
+                wait_event(live, 'FT_WENT_LIVE', 60)
+                self.assertEqual(live.cmd('x-query-ft')['state'], 'live')
+                continue
             os.kill(live.get_pid(), signal.SIGKILL)
             wait_event(j, 'FT_WENT_LIVE', 60)
             live, lcon, tap = j, jcon, 1 - tap
@@ -380,11 +435,12 @@ class ProtectNetTest(ProtectChecks, BridgedCase):
                            re.M)
         self.assertEqual(len(files), min(loops, 8))
         check_image(img, 'raw', files, loops, kib)
-        self.log.info('%d failovers, %d re-protections: pauses %s ms, '
+        self.log.info('%d failovers, %d backups lost, %d re-protections: '
+                      'pauses %s ms, '
                       'protected after %s ms; %d verified rounds, %d ticks, '
                       'echo %s bytes verified, longest stall %s s; '
                       'failed protection attempts: %d %s',
-                      CYCLES + 1, CYCLES,
+                      len(cons) - 1, CYCLES + 2 - len(cons), CYCLES,
                       [round(r['pause-ms'], 1) for r in report],
                       [round(r['total-ms']) for r in report], rounds,
                       len(seen), [e['verified'] for e in res['echo']],
