@@ -211,11 +211,7 @@ def reprotect_report(a, pair, append, wd, net, client, stop):
             failures.append(f'console: {e}')
     if client:
         try:
-            res = net.client_result(client, stop)
-            for line, failure in net.echo_report(res):
-                print(line)
-                if failure:
-                    failures.append(failure)
+            failures += net.report_client(client, stop)
         except Exception as e:      # noqa: BLE001  reported, then exit 1
             failures.append(f'client: {e}')
     if len(rows) < a.reprotect:
@@ -346,13 +342,7 @@ def main():
             if m:
                 print(f'CPU job result: {m.group(1)}')
             if client:
-                res = net.client_result(client, stop)
-                for e in res['echo']:
-                    print(f'TCP connection {e["id"]}: {e["verified"] >> 20} '
-                          f'MiB echoed and verified byte for byte, longest '
-                          f'stall {e["max_stall_s"]:.2f} s, '
-                          + ('no reset' if not e['error'] else
-                             f'FAILED: {e["error"]}'))
+                net.report_client(client, stop)
     finally:
         if client and client.poll() is None:
             client.kill()

@@ -298,11 +298,7 @@ def demo(a):
             watch.halt.set()
             if client:
                 # While the VM still runs: the client stops and reports
-                res = net.client_result(client, stop)
-                for line, failure in net.echo_report(res):
-                    print(line)
-                    if failure:
-                        failures.append(failure)
+                failures += net.report_client(client, stop)
     except Exception as e:      # noqa: BLE001  reported, then exit 1
         failures.append(f'{type(e).__name__}: {e}')
     finally:

@@ -192,6 +192,16 @@ class BridgeNet:
                         None if ok else f'TCP connection {e["id"]}: {why}'))
         return out
 
+    def report_client(self, popen, stop):
+        """Stop the client, print echo_report()'s lines; its failures."""
+        failures = []
+        for line, failure in self.echo_report(self.client_result(popen,
+                                                                 stop)):
+            print(line)
+            if failure:
+                failures.append(failure)
+        return failures
+
     def measure(self, what, seconds):
         """One of the client's benchmarks (rtt, rx, tx): its figures."""
         out = subprocess.run(self.client_cmd('--measure', what, '--seconds',
