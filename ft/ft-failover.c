@@ -315,23 +315,30 @@ static void ft_arb_decided(FtChannel *ch, bool won, const char *holder)
     }
 }
 
+/* This process's lock record for @ch's generation, in @role; no nonce */
+void ft_lock_record_init(FtChannel *ch, FtRole role, FtLockRecord *mine)
+{
+    memset(mine, 0, sizeof(*mine));
+    memcpy(mine->vm_id, ch->vm_id, sizeof(mine->vm_id));
+    mine->epoch = ch->gen;
+    mine->role = role;
+    mine->pid = getpid();
+    mine->time_ns = g_get_real_time() * 1000;
+    if (gethostname(mine->host, sizeof(mine->host) - 1) < 0) {
+        pstrcpy(mine->host, sizeof(mine->host), "unknown");
+    }
+}
+
 static void *ft_arb_thread(void *opaque)
 {
     FtChannel *ch = opaque;
     g_autofree char *path = ft_lock_path(ch->lock_dir, ch->vm_id, ch->gen);
     g_autofree char *last = NULL;
-    FtLockRecord mine = { 0 };
+    FtLockRecord mine;
     FtLockRecord holder;
     bool have_nonce = false;
 
-    memcpy(mine.vm_id, ch->vm_id, sizeof(mine.vm_id));
-    mine.epoch = ch->gen;
-    mine.role = ch->role;
-    mine.pid = getpid();
-    mine.time_ns = g_get_real_time() * 1000;
-    if (gethostname(mine.host, sizeof(mine.host) - 1) < 0) {
-        pstrcpy(mine.host, sizeof(mine.host), "unknown");
-    }
+    ft_lock_record_init(ch, ch->role, &mine);
     if (!ch->lock_dir) {
         /* Only a detach without rrlock gets here: nothing to win. */
         ft_arb_decided(ch, true, "nobody (no rrlock)");

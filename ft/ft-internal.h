@@ -51,6 +51,7 @@
 #include "net/announce.h"
 #include "net/filter.h"
 #include "system/replay.h"
+#include "ft-lock.h"
 #include "system/replay-stream.h"
 #include "ft-frame.h"
 #include "ft-proto.h"
@@ -429,6 +430,7 @@ bool ft_check_transport(FtChannel *ch, const char *what, Error **errp);
 void ft_set_address(FtChannel *ch, SocketAddress *addr,
                     const char *tls_creds, const char *tls_hostname);
 bool ft_lock_gen_free(FtChannel *ch, uint64_t gen, Error **errp);
+void ft_lock_record_init(FtChannel *ch, FtRole role, FtLockRecord *mine);
 
 /* ft-protect.c */
 void ft_protect_machine_done(void);

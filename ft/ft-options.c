@@ -376,8 +376,51 @@ FtChannel *ft_channel_new(bool writer)
  * no connection; what the VM records is dropped as it is written, and
  * its output goes out at once.  x-ft-protect gives it a backup.
  */
-static ReplayStream *ft_open_alone(FtChannel *ch)
+/*
+ * A VM that starts alone is live from its first instruction, so with a
+ * lock directory it must win its generation's record first, as a side
+ * that goes live after a failure does.  Two VMs of one -uuid started
+ * alone in one generation (two cluster nodes booting the VM at once), or
+ * one started in a generation older than a record there, cannot both run.
+ */
+static bool ft_alone_take_lock(FtChannel *ch, Error **errp)
 {
+    FtLockRecord mine;
+    FtLockRecord holder;
+    char desc[256];
+    FtLockResult r;
+    int err;
+
+    if (!ch->lock_dir) {
+        return true;
+    }
+    ft_lock_record_init(ch, FT_ROLE_PRIMARY, &mine);
+    err = -ft_lock_new_nonce(&mine.nonce);
+    r = err ? FT_LOCK_ERR_IO :
+        ft_lock_test_and_set(ch->lock_dir, &mine, &holder, &err);
+    if (r == FT_LOCK_WON) {
+        ft_lock_describe(&mine, desc, sizeof(desc));
+        info_report("ft: primary: won the lock of generation %u: %s",
+                    ch->gen, desc);
+        return true;
+    }
+    if (r == FT_LOCK_LOST) {
+        ft_lock_describe(&holder, desc, sizeof(desc));
+        error_setg(errp, "rralone: this VM cannot start alone in "
+                   "generation %u: the lock is held by %s", ch->gen, desc);
+        return false;
+    }
+    error_setg(errp, "rralone: cannot take the lock of generation %u in "
+               "%s: %s", ch->gen, ch->lock_dir,
+               r == FT_LOCK_ERR_IO ? strerror(err) : ft_lock_strerror(r));
+    return false;
+}
+
+static ReplayStream *ft_open_alone(FtChannel *ch, Error **errp)
+{
+    if (!ft_alone_take_lock(ch, errp)) {
+        return NULL;
+    }
     ch->stream->stream.name = g_strdup("ft:alone");
     qatomic_set(&ch->state, FT_STATE_LIVE);
     replay_set_output_ops(&ft_output_ops, ch);
@@ -398,8 +441,15 @@ static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
         goto fail;
     }
     if (!chardev) {
+        ReplayStream *rs;
+
         g_free(ch->stream->stream.name);
-        return ft_open_alone(ch);
+        ch->stream->stream.name = NULL;
+        rs = ft_open_alone(ch, errp);
+        if (!rs) {
+            goto fail;
+        }
+        return rs;
     }
     if (!ft_parse_chardev(ch, chardev, errp)) {
         goto fail;

@@ -79,6 +79,11 @@ PKGS=(
     socat
     # the TLS tests make their certificates with openssl
     openssl
+    # the cluster: corosync + Pacemaker, their command-line tools, and
+    # ocf-tester (resource-agents) for the resource agent
+    corosync pacemaker pacemaker-cli-utils resource-agents
+    # the resource agent pings a node before it attaches a backup there
+    iputils-ping
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).
@@ -91,8 +96,20 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     need_root "installing packages (${missing[*]})"
     info "installing: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-        || die "apt-get install failed for: ${missing[*]}"
+    # corosync and pacemaker must not start as services on this host: the
+    # tests run their own nodes.  A policy-rc.d that denies every start
+    # (exit 101) does that for the time of the installation.
+    policy=/usr/sbin/policy-rc.d
+    ours=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# qemu-ft install-deps.sh: no service starts\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        ours=1
+    fi
+    rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    [ -z "$ours" ] || rm -f "$policy"
+    [ "$rc" -eq 0 ] || die "apt-get install failed for: ${missing[*]}"
 fi
 
 missing=()

@@ -8,15 +8,27 @@
 #
 #   scripts/run-demo.sh [--kill-after S] [--watch S] [--work ticker,cpu]
 #                       [--reprotect [N]] [--protected-for S]
+#
+# With --cluster, the cluster's main job instead (scripts/ft-cluster-demo.py):
+# three corosync + Pacemaker nodes on this machine run the VM as a
+# promotable clone of ocf:qemu-ft:vm; the primary's node is lost, the
+# backup goes live and Pacemaker starts a new backup on the third node.
+#
+#   scripts/run-demo.sh --cluster [--kill-after S] [--watch S]
+#                       [--fault node|partition|qemu]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in -h|--help) sed -n '2,10p' "$0"; exit 0;; esac
+case "${1:-}" in -h|--help) sed -n '2,18p' "$0"; exit 0;; esac
 
 bash "$TOP/scripts/install-deps.sh"
 bash "$TOP/scripts/fetch-qemu.sh"
 bash "$TOP/scripts/build-qemu.sh"
 bash "$TOP/scripts/build-guest.sh"
 
+if [ "${1:-}" = --cluster ]; then
+    shift
+    exec "$HOST_PYTHON" "$TOP/scripts/ft-cluster-demo.py" "$@"
+fi
 exec "$HOST_PYTHON" "$TOP/scripts/ft-demo.py" "$@"

@@ -28,7 +28,7 @@ from .config import BUILD, FAST_BOOT, GUEST_DIR, LOG_DIR, QEMU_BIN, \
     QEMU_IMG, TOP
 from .console import Console, splice_consoles, ticks
 from .echo import Echo
-from .net import BridgeNet, Netns, free_tcp_port, wait_port
+from .net import BridgeNet, ClientNet, Netns, free_tcp_port, wait_port
 from .pair import Pair
 from .utils import make_disk, percentile, sha256_file
 from .vm import Workdir, query_ft, query_replay, wait_event, wait_exit, \
@@ -39,8 +39,9 @@ from .case import BridgedCase, FailoverCase, FTTestCase
 
 __all__ = ['BUILD', 'FAST_BOOT', 'GUEST_DIR', 'LOG_DIR', 'QEMU_BIN',
            'QEMU_IMG', 'TOP', 'Console', 'splice_consoles', 'ticks', 'Echo',
-           'BridgeNet', 'Netns', 'free_tcp_port', 'wait_port', 'Pair',
-           'make_disk', 'percentile', 'sha256_file', 'Workdir', 'query_ft',
-           'query_replay', 'wait_event', 'wait_exit', 'wait_runstate',
+           'BridgeNet', 'ClientNet', 'Netns', 'free_tcp_port', 'wait_port',
+           'Pair', 'make_disk', 'percentile', 'sha256_file', 'Workdir',
+           'query_ft', 'query_replay', 'wait_event', 'wait_exit',
+           'wait_runstate',
            'WORKLOADS', 'devices', 'guest_args', 'pattern', 'shared_drive',
            'BridgedCase', 'FailoverCase', 'FTTestCase']

@@ -209,3 +209,11 @@ class BridgeNet:
                              check=True, capture_output=True, text=True,
                              timeout=seconds + 120).stdout
         return json.loads(out)
+
+
+class ClientNet(BridgeNet):
+    """Only the client side of BridgeNet (client(), report_client()),
+    in the namespace @ns of a network made elsewhere (a cluster's)."""
+
+    def __init__(self, ns):
+        self.ns = ns
