@@ -28,9 +28,11 @@ from ft_test import FTTestCase, wait_exit
 from ft_test.config import FAST_BOOT, FIRMWARE_DIRS, GUEST_DIR, QEMU_BIN, TOP
 from ft_test.console import Console, splice_consoles, ticks
 from ft_test.net import BridgeNet, ClientNet
+from ft_test.tls import make_pki
 
 sys.path.insert(0, os.path.join(TOP, 'scripts'))
 from ftcluster import Cluster, install_ocf_agent  # noqa: E402
+from ftmgmt import Qmp  # noqa: E402
 from ftresource import AGENT, FtResource, LiveWatch, consoles, \
     guest_params  # noqa: E402
 
@@ -268,6 +270,64 @@ class AgentTest(FTTestCase):
         self.log.info('ocf-tester: %s', r.stdout)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn('passed all tests', r.stdout)
+
+    def agent(self, action, params, node, **meta):
+        env = dict(os.environ, OCF_ROOT='/usr/lib/ocf',
+                   OCF_RESOURCE_INSTANCE='ftvm:0',
+                   OCF_RESKEY_CRM_meta_on_node=node,
+                   **{f'OCF_RESKEY_{k}': str(v) for k, v in params.items()},
+                   **{f'OCF_RESKEY_CRM_meta_{k}': v for k, v in meta.items()})
+        return subprocess.run([AGENT, action], env=env, capture_output=True,
+                              text=True, timeout=200).returncode
+
+    def test_tls(self):
+        """tls_dir: the agent's joiner and the live VM that attaches it
+        (first boot, then the post-start notification) under x509 TLS
+        with client certificates, for the log and the state; two nodes of
+        this host (127.0.0.1 and 127.0.0.2), with no cluster."""
+        pki = make_pki(self.scratch('pki'))
+        tls = self.scratch('tls')
+        os.mkdir(tls, 0o700)
+        for d, f in (('backup', 'ca-cert.pem'), ('backup', 'server-cert.pem'),
+                     ('backup', 'server-key.pem'),
+                     ('primary', 'client-cert.pem'),
+                     ('primary', 'client-key.pem')):
+            shutil.copy(os.path.join(pki, d, f), tls)
+        p = self.params()
+        p.update(addresses='a=127.0.0.1 b=127.0.0.2', tls_dir=tls,
+                 tls_hostname='localhost', rr_options='rrtimeout=1000')
+        with open(p['vm_config']) as f:
+            args = f.read()
+        with open(p['vm_config'], 'w') as f:
+            f.write(re.sub(r"(?m)^(-netdev|-device|-object|tap,|virtio-net|"
+                           r"filter-).*\n", '', args))
+        pa = dict(p, state_dir=self.scratch('state-a'))
+        pb = dict(p, state_dir=self.scratch('state-b'))
+        try:
+            for params, node in ((pb, 'b'), (pa, 'a')):
+                self.assertEqual(self.agent('start', params, node), 0)
+            self.assertEqual(self.agent('promote', pa, 'a'), 0)
+            self.assertEqual(self.agent(
+                'notify', pa, 'a', notify_type='post',
+                notify_operation='start', notify_start_uname='b'), 0)
+            self.assertEqual(self.agent('monitor', pa, 'a'), 8)
+            self.assertEqual(self.agent('monitor', pb, 'b'), 0)
+            sock = os.path.join(pb['state_dir'], 'ftvm', 'ftvm.qmp')
+            vm = Qmp('b', sock)
+            try:
+                ft = vm.ft()
+            finally:
+                vm.close()
+            self.assertEqual((ft['role'], ft['state'], ft['protected']),
+                             ('backup', 'streaming', True))
+            with open(os.path.join(pa['state_dir'], 'ftvm',
+                                   'qemu.log')) as f:
+                log = f.read()
+            self.assertIn('protected again, generation 2', log)
+            self.assertNotIn('neither encrypted', log)
+        finally:
+            for params, node in ((pa, 'a'), (pb, 'b')):
+                self.agent('stop', params, node)
 
     def test_alone_takes_the_lock(self):
         """Two VMs of one -uuid started alone (rralone=on) in one
