@@ -7,6 +7,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 import glob
+import logging
 import os
 import re
 import shlex
@@ -125,6 +126,11 @@ class FtResource:
 
     def __init__(self, cluster, name='ftvm'):
         self.cl, self.name = cluster, name
+        # query() polls nodes with no QEMU: qemu.qmp logs each refused
+        # connection as an error
+        for n in cluster.names:
+            logging.getLogger(f'qemu.qmp.qmp_client.{n}').setLevel(
+                logging.CRITICAL)
 
     def create(self, params):
         self.cl.cib('--create', '--scope', 'resources', '--xml-text',

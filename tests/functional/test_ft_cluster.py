@@ -220,6 +220,19 @@ class ClusterTest(FTTestCase):
         self.roles_are(p, third)
         self.finish(p, {'loss to protected s': t_prot - t0})
 
+    def test_kill_backup(self):
+        """kill -9 of the backup's QEMU: the primary wins the lock and
+        runs on alone; Pacemaker starts a new backup on the third node."""
+        p, b, gen = self.start()
+        third = next(n for n in self.nodes if n not in (p, b))
+        t0 = time.time()
+        self.kill_qemu(b)
+        (p2, b2, gen2), t_prot = self.res.wait_protected(
+            [p, third], min_gen=gen, timeout=120)
+        self.assertEqual((p2, b2), (p, third))
+        self.roles_are(p, third)
+        self.finish(p, {'kill to protected s': t_prot - t0})
+
     def test_planned_move(self):
         """crm_resource --move --promoted to the backup's node: a
         switch-over, no failover; the old primary becomes its backup."""
