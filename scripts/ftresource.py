@@ -49,11 +49,17 @@ def vm_config(path, *args):
 
 
 def guest_params(cluster, workdir, qemu, guest_dir, firmware_dirs, append,
-                 mac, uuid, rr_options='rrtimeout=1000,rrinsecure=on'):
+                 mac, uuid, rr_options='rrtimeout=1000,rrinsecure=on',
+                 nic=True):
     """The agent's parameters for the test guest on @cluster: its
-    vm_config (written in @workdir, with a lock directory there), its
-    NIC on each node's tap fttap0 under the output rule, its console in
-    @workdir/console-NODE-START.log."""
+    vm_config (written in @workdir, with a lock directory there), with
+    @nic its NIC on each node's tap fttap0 under the output rule, its
+    console in @workdir/console-NODE-START.log."""
+    nic_args = ['-netdev', 'tap,id=n0,ifname=fttap0,script=no,'
+                'downscript=no,vhost=off',
+                '-device', f'virtio-net-pci,netdev=n0,mac={mac},romfile=',
+                '-object', 'filter-replay,id=fr0,netdev=n0',
+                '-object', 'filter-ft-output,id=fo0,netdev=n0']
     lock = os.path.join(workdir, 'lock')
     os.makedirs(lock, 0o700, exist_ok=True)
     config = vm_config(
@@ -64,11 +70,7 @@ def guest_params(cluster, workdir, qemu, guest_dir, firmware_dirs, append,
         '-append', append,
         '-chardev', f'file,id=ser0,path={workdir}/console-{{node}}'
         '-{start}.log,ft-hold=on', '-serial', 'chardev:ser0',
-        '-netdev', 'tap,id=n0,ifname=fttap0,script=no,downscript=no,'
-        'vhost=off',
-        '-device', f'virtio-net-pci,netdev=n0,mac={mac},romfile=',
-        '-object', 'filter-replay,id=fr0,netdev=n0',
-        '-object', 'filter-ft-output,id=fo0,netdev=n0',
+        *(nic_args if nic else []),
         *[a for d in firmware_dirs for a in ('-L', d)])
     return {'qemu': qemu, 'vm_config': config, 'uuid': uuid,
             'lockdir': lock,

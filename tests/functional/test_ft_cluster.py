@@ -207,31 +207,28 @@ class ClusterTest(FTTestCase):
             self.assertIn(f'off {p}', f.read())
         self.finish(b, figures)
 
-    def test_backup_node_loss(self):
-        """The backup's node lost: the primary runs on alone, and a new
-        backup is started on the third node."""
+    def backup_lost(self, fault, figure):
+        """@fault on the backup's node: the primary runs on alone, and a
+        new backup is started on the third node."""
         p, b, gen = self.start()
         third = next(n for n in self.nodes if n not in (p, b))
         t0 = time.time()
-        self.cl.kill_node(b)
+        fault(b)
         (p2, b2, gen2), t_prot = self.res.wait_protected(
             [p, third], min_gen=gen, timeout=120)
         self.assertEqual((p2, b2), (p, third))
         self.roles_are(p, third)
-        self.finish(p, {'loss to protected s': t_prot - t0})
+        self.finish(p, {figure: t_prot - t0})
+
+    def test_backup_node_loss(self):
+        """The backup's node lost: the primary runs on alone, and a new
+        backup is started on the third node."""
+        self.backup_lost(self.cl.kill_node, 'loss to protected s')
 
     def test_kill_backup(self):
         """kill -9 of the backup's QEMU: the primary wins the lock and
         runs on alone; Pacemaker starts a new backup on the third node."""
-        p, b, gen = self.start()
-        third = next(n for n in self.nodes if n not in (p, b))
-        t0 = time.time()
-        self.kill_qemu(b)
-        (p2, b2, gen2), t_prot = self.res.wait_protected(
-            [p, third], min_gen=gen, timeout=120)
-        self.assertEqual((p2, b2), (p, third))
-        self.roles_are(p, third)
-        self.finish(p, {'kill to protected s': t_prot - t0})
+        self.backup_lost(self.kill_qemu, 'kill to protected s')
 
     def test_planned_move(self):
         """crm_resource --move --promoted to the backup's node: a
@@ -258,8 +255,10 @@ class AgentTest(FTTestCase):
         append = f'{FAST_BOOT} ft.work=ticker'
         wd = self.scratch('agent')
         os.mkdir(wd)
+        # no NIC here: a tap needs a bridge
         return guest_params(_OneNode(), wd, QEMU_BIN, GUEST_DIR,
-                            FIRMWARE_DIRS, append, BridgeNet.MAC, UUID)
+                            FIRMWARE_DIRS, append, BridgeNet.MAC, UUID,
+                            nic=False)
 
     def test_ocf_tester(self):
         """ocf-tester (resource-agents) runs every action of the agent,
@@ -268,12 +267,6 @@ class AgentTest(FTTestCase):
         if not shutil.which('ocf-tester'):
             self.skipTest('needs ocf-tester (scripts/install-deps.sh)')
         p = self.params()
-        with open(p['vm_config']) as f:
-            args = f.read()
-        # no NIC here: a tap needs a bridge
-        with open(p['vm_config'], 'w') as f:
-            f.write(re.sub(r"(?m)^(-netdev|-device|-object|tap,|virtio-net|"
-                           r"filter-).*\n", '', args))
         opts = [a for k, v in dict(p, addresses=f'{os.uname().nodename}='
                                    '127.0.0.1',
                                    state_dir=self.scratch('state')).items()
@@ -309,11 +302,6 @@ class AgentTest(FTTestCase):
         p = self.params()
         p.update(addresses='a=127.0.0.1 b=127.0.0.2', tls_dir=tls,
                  tls_hostname='localhost', rr_options='rrtimeout=1000')
-        with open(p['vm_config']) as f:
-            args = f.read()
-        with open(p['vm_config'], 'w') as f:
-            f.write(re.sub(r"(?m)^(-netdev|-device|-object|tap,|virtio-net|"
-                           r"filter-).*\n", '', args))
         pa = dict(p, state_dir=self.scratch('state-a'))
         pb = dict(p, state_dir=self.scratch('state-b'))
         try:
