@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from ft_test import FTTestCase, wait_exit
+from ft_test import FTTestCase, free_tcp_port, wait_exit
 from ft_test.config import FAST_BOOT, FIRMWARE_DIRS, GUEST_DIR, QEMU_BIN, TOP
 from ft_test.console import Console, splice_consoles, ticks
 from ft_test.net import BridgeNet, ClientNet
@@ -326,6 +326,62 @@ class AgentTest(FTTestCase):
                 log = f.read()
             self.assertIn('protected again, generation 2', log)
             self.assertNotIn('neither encrypted', log)
+        finally:
+            for params, node in ((pa, 'a'), (pb, 'b')):
+                self.agent('stop', params, node)
+
+    def test_unjoined_joiner_waits_again(self):
+        """A primary connects the joiner's logging channel, then its
+        migration fails (here: a port nothing listens on; in a cluster, a
+        joiner just started whose migrate-incoming is not there yet): the
+        joiner's stream ends before it received anything.  Its monitor
+        starts it again as a joiner and reports it running, never failed,
+        and the next attach protects the VM."""
+        p = self.params()
+        p.update(addresses='a=127.0.0.1 b=127.0.0.2', port=free_tcp_port(),
+                 migration_port=free_tcp_port(),
+                 rr_options='rrtimeout=1000,rrinsecure=on')
+        pa = dict(p, state_dir=self.scratch('state-a'))
+        pb = dict(p, state_dir=self.scratch('state-b'))
+
+        def ft(params):
+            vm = Qmp('x', os.path.join(params['state_dir'], 'ftvm',
+                                       'ftvm.qmp'))
+            try:
+                return vm.ft()
+            finally:
+                vm.close()
+        try:
+            for params, node in ((pb, 'b'), (pa, 'a')):
+                self.assertEqual(self.agent('start', params, node), 0)
+            self.assertEqual(self.agent('promote', pa, 'a'), 0)
+            vm = Qmp('a', os.path.join(pa['state_dir'], 'ftvm', 'ftvm.qmp'))
+            try:
+                vm.cmd('x-ft-protect', address={
+                    'type': 'inet', 'host': '127.0.0.2',
+                    'port': str(p['port'])},
+                    uri=f'tcp:127.0.0.2:{free_tcp_port()}')
+                ev = vm.event(('FT_PROTECT_FAILED',), 60)
+                self.assertIsNotNone(ev)
+                self.assertIn('refused', ev['data']['reason'])
+            finally:
+                vm.close()
+            deadline = time.monotonic() + 30
+            while ft(pb)['state'] == 'waiting':
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.1)
+            self.assertEqual(ft(pb)['icount'], 0)
+            self.assertEqual(self.agent('monitor', pb, 'b'), 0)
+            self.assertEqual((ft(pb)['role'], ft(pb)['state']),
+                             ('backup', 'waiting'))
+            self.assertEqual(self.agent(
+                'notify', pa, 'a', notify_type='post',
+                notify_operation='start', notify_start_uname='b'), 0)
+            self.assertEqual((ft(pb)['state'], ft(pb)['protected']),
+                             ('streaming', True))
+            with open(os.path.join(pb['state_dir'], 'ftvm',
+                                   'agent.log')) as f:
+                self.assertIn('ended before it joined', f.read())
         finally:
             for params, node in ((pa, 'a'), (pb, 'b')):
                 self.agent('stop', params, node)
