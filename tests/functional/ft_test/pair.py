@@ -27,7 +27,8 @@ class Pair:
     @client_host is where the client connects, if not there, and
     @client_port (a proxy's, say) if not to the server's port.
     @server_netns is the network namespace the server listens in.
-    @qemu is another qemu-system-x86_64 for both (such as an older build).
+    @qemu is another qemu-system-x86_64 for both (such as an older build);
+    @shift, their -icount shift (a number or auto).
 
     The VMs are made in @workdir (a vm.Workdir), by default one of the
     pair's own.  As a context manager, the pair starts on entry, and on
@@ -41,7 +42,7 @@ class Pair:
                  backup_memory=None, client_port=None, backup_hold=None,
                  host='127.0.0.1', primary_wrapper=(), backup_wrapper=(),
                  tls=None, client_host=None, server_netns=None,
-                 qemu=None):
+                 qemu=None, shift=5):
         self.own_workdir = workdir is None
         self.workdir = workdir or Workdir('pair')
         self.primary_server = primary_server
@@ -72,14 +73,14 @@ class Pair:
             server += ft_tls.chardev_opts(tls, server=True)
             client += ft_tls.chardev_opts(tls, server=False)
         self.primary, self.pcon = self.workdir.make_vm(
-            'primary', append, rr='record', memory=memory,
+            'primary', append, rr='record', memory=memory, shift=shift,
             wrapper=primary_wrapper, icount_extra=',rrchardev=ftlog' + rrx,
             qemu=qemu,
             args=['-chardev', server if primary_server else client,
                   *primary_args])
         self.backup, self.bcon = self.workdir.make_vm(
             'backup', append if backup_append is None else backup_append,
-            rr='replay', memory=backup_memory or memory,
+            rr='replay', memory=backup_memory or memory, shift=shift,
             wrapper=backup_wrapper, icount_extra=',rrchardev=ftlog' + rrx,
             hold=backup_hold, qemu=qemu,
             args=['-chardev', client if primary_server else server,
