@@ -164,6 +164,7 @@ void *ft_backup_rx_thread(void *opaque)
                                ch->received - ch->base + h.len);
                 memcpy(ch->buf + (ch->received - ch->base), payload, h.len);
                 ch->received += h.len;
+                trace_ft_in_data(ch->received);
                 ft_bw_update_locked(ch, h.len);
                 if (!(h.flags & FT_FRAME_F_MORE)) {
                     qatomic_store_release(&ch->avail_end, ch->received);
@@ -236,6 +237,9 @@ void *ft_backup_rx_thread(void *opaque)
             Error *err = NULL;
 
             reported = icount;
+            if (type == FT_FRAME_ACK) {
+                trace_ft_in_ack(pos);
+            }
             if (!ft_send_u64(ch, ioc, type, pos, icount, &err)) {
                 g_autofree char *why = g_strdup_printf(
                     "sending: %s", error_get_pretty(err));

@@ -87,7 +87,10 @@ void ft_release_bh(void *opaque)
         ch->held_bytes -= h->len;
         g_queue_push_tail(&out, h);
         if (!all) {
-            ch->delays[ch->ndelays++ % FT_DELAYS] = ft_now_ns() - h->t_ns;
+            int64_t held_ns = ft_now_ns() - h->t_ns;
+
+            ch->delays[ch->ndelays++ % FT_DELAYS] = held_ns;
+            trace_ft_out_released(h->tag, held_ns / SCALE_US);
         }
     }
     qemu_mutex_unlock(&ch->lock);
@@ -137,6 +140,9 @@ static bool ft_out_hold(void *opaque, Chardev *chr, const uint8_t *buf,
     /* Just past the write's CHAR_WRITE event in the log */
     h->tag = replay_stream_tell(&ch->stream->stream);
     h->t_ns = ft_now_ns();
+    if (!playing) {
+        trace_ft_out_hold("console", h->tag, len);
+    }
 
     qemu_mutex_lock(&ch->lock);
     g_queue_push_tail(&ch->held, h);
@@ -173,6 +179,7 @@ static bool ft_hold_push(FtChannel *ch, FtHeld *h, uint64_t *count)
     g_queue_push_tail(&ch->held, h);
     ch->held_bytes += h->len;
     (*count)++;
+    trace_ft_out_hold(h->cb ? "write" : "packet", h->tag, h->len);
     if (!ft_holding_state(ch->state)) {
         qemu_bh_schedule(ch->release_bh);
     }

@@ -14,6 +14,7 @@
 #include "qapi/error.h"
 #include "ft-bytes.h"
 #include "ft-internal.h"
+#include "trace.h"
 
 /*
  * The next DATA frame: from ch->sent to the furthest commit point within
@@ -89,8 +90,10 @@ void *ft_primary_tx_thread(void *opaque)
                      (hb_due - ft_now_ns()) / SCALE_MS + 1;
 
             ch->tx_sleeping = true;
+            trace_ft_out_tx_sleep(ms);
             qemu_cond_timedwait(&ch->tx_cond, &ch->lock, ms);
             ch->tx_sleeping = false;
+            trace_ft_out_tx_wake(ch->written - ch->sent);
             continue;
         } else if (ch->closing && ch->sent == ch->written) {
             break;
@@ -104,6 +107,7 @@ void *ft_primary_tx_thread(void *opaque)
             ok = ft_send_frame(ioc, FT_FRAME_DATA, flags, ch->gen, off,
                                frame, len, &err);
             last_data = ft_now_ns();
+            trace_ft_out_sent(off + len);
         } else {
             uint8_t p[16];
 
@@ -168,6 +172,9 @@ void *ft_primary_rx_thread(void *opaque)
             ft_lost_locked(ch, why);
             qemu_mutex_unlock(&ch->lock);
             break;
+        }
+        if (ch->acked != ch->proto.tx_acked) {
+            trace_ft_out_acked(ch->proto.tx_acked);
         }
         ch->acked = ch->proto.tx_acked;
         if (h.len >= 8) {

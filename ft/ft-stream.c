@@ -99,6 +99,9 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
          * not each cost a thread switch.  While data flows the sender
          * polls every FT_TX_BATCH_NS by itself.
          */
+        if (ch->state == FT_STATE_STREAMING && !g_queue_is_empty(&ch->held)) {
+            trace_ft_out_commit(ch->written, ch->tx_sleeping);
+        }
         if (ch->state == FT_STATE_STREAMING && ch->tx_sleeping) {
             int64_t now = ft_now_ns();
 
