@@ -84,6 +84,8 @@ PKGS=(
     corosync pacemaker pacemaker-cli-utils resource-agents
     # the resource agent pings a node before it attaches a backup there
     iputils-ping
+    # tests/bench/report.py draws its plots with matplotlib
+    python3-matplotlib
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).

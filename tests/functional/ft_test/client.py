@@ -65,8 +65,11 @@ def measure(host, mode, seconds):
         if echo.error:
             raise RuntimeError(echo.error)
         r = echo.result()
+        # every sample too (at most 20000, evenly spread), for plots
+        step = max(1, len(echo.rtts) // 20000)
         return {'n': len(echo.rtts), 'rtt_p50_ms': r['rtt_p50_ms'],
-                'rtt_p99_ms': r['rtt_p99_ms']}
+                'rtt_p99_ms': r['rtt_p99_ms'],
+                'rtts_ms': [round(x, 4) for x in echo.rtts[::step]]}
     total = 0
     t0 = time.monotonic()
     if mode == 'rx':

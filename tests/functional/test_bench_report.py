@@ -1,0 +1,101 @@
+# The benchmark report's rendering (tests/bench/report.py --render-only):
+# from a results file of every part, it writes summary.md with each table
+# and a PNG per plot.  The measuring parts are benchmarks, run by hand.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import unittest
+
+REPORT = os.path.join(os.path.dirname(__file__), '..', 'bench', 'report.py')
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def results():
+    """Results of every part, shaped as report.py's parts return them."""
+    rnd = random.Random(1)
+
+    def ms(base, n=200):
+        return [base * (1 + rnd.expovariate(4)) for _ in range(n)]
+
+    def net(rtt):
+        return {'rtt': {'n': 200, 'rtt_p50_ms': rtt, 'rtt_p99_ms': rtt * 3,
+                        'rtts_ms': ms(rtt)},
+                'rx': {'mbps': 900.0}, 'tx': {'mbps': 700.0},
+                'log_mbps': 50.0}
+    speed = {'speed': 1.0, 'backup': 1.01, 'mbps': 12.0, 'lag_p50': 5.0,
+             'lag_p99': 40.0, 'wall_p50': 8.0, 'wall_p99': 90.0,
+             'throttle_ms': 30, 'seconds': 6}
+    return {
+        'meta': {'date': '2026-12-03T12:00:00', 'host': 'h', 'cpus': 2,
+                 'mode': 'quick'},
+        'speed': {'idle': speed, 'cpu': speed},
+        'tax': {'tcg': {'boot': [2.0], 'cpu': [4.0], 'disk': [3.0],
+                        'net': [1.0]},
+                'protected': {'boot': [3.0], 'cpu': [8.0], 'disk': [4.5],
+                              'net': [1.5]}},
+        'network': {'unprotected': [net(0.18)], 'protected': [net(0.35)]},
+        'disk': {k: {'fsync_ms': ms(b), 'write_mibs': [4.0, 5.0],
+                     'read_mibs': [6.0], 'log_mbps': None}
+                 for k, b in (('unprotected', 8.0), ('protected', 12.0))},
+        'failover': [{'total_ms': 50.0 + i, 'detect_ms': 1.0}
+                     for i in range(3)],
+        'output': {'console': ms(1500), 'packet': ms(170)},
+        'series': {'t': [i / 10 for i in range(50)],
+                   'lag_ms': ms(10, 50), 'wall_lag_ms': ms(20, 50),
+                   'mbps': ms(5, 50), 'throttle_ms': [0] * 50,
+                   'rss_primary_kib': 400 << 10, 'rss_backup_kib': 380 << 10,
+                   'rss_unprotected_kib': 300 << 10},
+    }
+
+
+class ReportRender(unittest.TestCase):
+
+    def render(self, res):
+        out = tempfile.mkdtemp(prefix='ft-report-')
+        with open(os.path.join(out, 'results.json'), 'w') as f:
+            json.dump(res, f)
+        subprocess.run([sys.executable, REPORT, '--out', out,
+                        '--render-only'], check=True, capture_output=True,
+                       timeout=120)
+        with open(os.path.join(out, 'summary.md')) as f:
+            return out, f.read()
+
+    def test_every_part(self):
+        """Every part's table is in the summary, with the ratios computed
+        from the samples, and every plot is a PNG."""
+        out, md = self.render(results())
+        for title in ('The pair against the same VM unprotected',
+                      'The icount tax', 'Network', 'Shared disk',
+                      'Failover', 'The output rule', 'over time'):
+            self.assertIn(title, md)
+        # tax: plain TCG's time over the pair's (cpu 4 s / 8 s)
+        self.assertRegex(md, r'\| protected \| 0\.67 \| 0\.50 \| 0\.67 '
+                             r'\| 0\.67 \|')
+        # throttled: 30 ms of 6 s
+        self.assertIn('| 0.50 % |', md)
+        for png in ('rtt_cdf.png', 'fsync_cdf.png', 'hold_cdf.png',
+                    'lag_bandwidth.png'):
+            self.assertIn(f']({png})', md)
+            with open(os.path.join(out, png), 'rb') as f:
+                self.assertEqual(f.read(8), PNG)
+
+    def test_parts_left_out(self):
+        """A run of some parts renders those alone."""
+        res = results()
+        for part in ('speed', 'tax', 'disk', 'failover', 'output', 'series'):
+            del res[part]
+        out, md = self.render(res)
+        self.assertIn('Network', md)
+        self.assertNotIn('Shared disk', md)
+        self.assertEqual(sorted(f for f in os.listdir(out)
+                                if f.endswith('.png')), ['rtt_cdf.png'])
+
+
+if __name__ == '__main__':
+    unittest.main()
