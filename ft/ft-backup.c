@@ -114,6 +114,7 @@ void *ft_backup_rx_thread(void *opaque)
         int ret;
         uint64_t pos;
         bool delivered = false;
+        bool starved;
 
         ret = ft_read_frame(ioc, r, r->pos < r->len ? 0 : wait_ms, &h,
                             &payload);
@@ -206,19 +207,24 @@ void *ft_backup_rx_thread(void *opaque)
             }
         }
         pos = ch->received;
-        if (delivered) {
-            qemu_cond_broadcast(&ch->cond);
-            if (ch->starved) {
-                ch->starved = false;
-                qemu_mutex_unlock(&ch->lock);
-                qemu_notify_event();
-                if (first_cpu) {
-                    qemu_cpu_kick(first_cpu);
-                }
-                qemu_mutex_lock(&ch->lock);
-            }
+        starved = delivered && ch->starved;
+        if (starved) {
+            ch->starved = false;
         }
         qemu_mutex_unlock(&ch->lock);
+        /*
+         * Wake replay once ch->lock is free: woken while it is held, the
+         * vCPU would only go to sleep again on it.
+         */
+        if (delivered) {
+            qemu_cond_broadcast(&ch->cond);
+        }
+        if (starved) {
+            qemu_notify_event();
+            if (first_cpu) {
+                qemu_cpu_kick(first_cpu);
+            }
+        }
         if (ret > 0 && h.type == FT_FRAME_END) {
             break;
         }

@@ -81,6 +81,7 @@ static void ft_bound_push_locked(FtChannel *ch, uint64_t off)
 static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
+    bool wake = false;
 
     qemu_mutex_lock(&ch->lock);
     if (ch->state == FT_STATE_WAITING && !ch->wait &&
@@ -110,7 +111,7 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
                 now - ch->tx_wake_ns >= FT_TX_BATCH_NS ||
                 !g_queue_is_empty(&ch->held)) {
                 ch->tx_wake_ns = now;
-                qemu_cond_signal(&ch->tx_cond);
+                wake = true;
             }
         }
     } else {
@@ -118,6 +119,14 @@ static int ft_write(ReplayStream *s, const uint8_t *buf, size_t len)
         ch->base = ch->written;
     }
     qemu_mutex_unlock(&ch->lock);
+    /*
+     * Once ch->lock is free: woken while it is held, the sender would
+     * only go to sleep again on it.  It waits for tx_cond only after
+     * checking, under the lock, for the data written above.
+     */
+    if (wake) {
+        qemu_cond_signal(&ch->tx_cond);
+    }
     return 0;
 }
 
