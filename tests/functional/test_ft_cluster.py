@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from ft_test import FTTestCase, free_tcp_port, wait_exit
@@ -269,13 +270,24 @@ class AgentTest(FTTestCase):
         p = self.params()
         opts = [a for k, v in dict(p, addresses=f'{os.uname().nodename}='
                                    '127.0.0.1',
-                                   state_dir=self.scratch('state')).items()
+                                   state_dir=self.state('state')).items()
                 for a in ('-o', f'{k}={v}')]
         r = subprocess.run(['ocf-tester', '-n', 'ftvm', *opts, AGENT],
                            capture_output=True, text=True, timeout=300)
         self.log.info('ocf-tester: %s', r.stdout)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn('passed all tests', r.stdout)
+
+    def state(self, name):
+        """A state directory for the agent in /tmp, so that the QMP
+        sockets in it stay under the 108 bytes of a UNIX socket path
+        wherever the tree is; linked from the work directory, and
+        removed only if the test passed."""
+        d = tempfile.mkdtemp(prefix=f'ft-{name}.', dir='/tmp')
+        os.symlink(d, self.scratch(name))
+        self.addCleanup(lambda: self._ft_passed and
+                        shutil.rmtree(d, ignore_errors=True))
+        return d
 
     def agent(self, action, params, node, **meta):
         env = dict(os.environ, OCF_ROOT='/usr/lib/ocf',
@@ -285,6 +297,17 @@ class AgentTest(FTTestCase):
                    **{f'OCF_RESKEY_CRM_meta_{k}': v for k, v in meta.items()})
         return subprocess.run([AGENT, action], env=env, capture_output=True,
                               text=True, timeout=200).returncode
+
+    def test_long_state_dir_refused(self):
+        """A state_dir too long for the QMP sockets in it is a
+        configuration error (OCF_ERR_CONFIGURED), not a QEMU that dies
+        at start."""
+        p = self.params()
+        p.update(addresses=f'{os.uname().nodename}=127.0.0.1')
+        self.assertEqual(self.agent('validate-all', dict(
+            p, state_dir=self.state('state')), os.uname().nodename), 0)
+        self.assertEqual(self.agent('validate-all', dict(
+            p, state_dir='/tmp/' + 'd' * 100), os.uname().nodename), 6)
 
     def test_tls(self):
         """tls_dir: the agent's joiner and the live VM that attaches it
@@ -302,8 +325,8 @@ class AgentTest(FTTestCase):
         p = self.params()
         p.update(addresses='a=127.0.0.1 b=127.0.0.2', tls_dir=tls,
                  tls_hostname='localhost', rr_options='rrtimeout=1000')
-        pa = dict(p, state_dir=self.scratch('state-a'))
-        pb = dict(p, state_dir=self.scratch('state-b'))
+        pa = dict(p, state_dir=self.state('state-a'))
+        pb = dict(p, state_dir=self.state('state-b'))
         try:
             for params, node in ((pb, 'b'), (pa, 'a')):
                 self.assertEqual(self.agent('start', params, node), 0)
@@ -341,8 +364,8 @@ class AgentTest(FTTestCase):
         p.update(addresses='a=127.0.0.1 b=127.0.0.2', port=free_tcp_port(),
                  migration_port=free_tcp_port(),
                  rr_options='rrtimeout=1000,rrinsecure=on')
-        pa = dict(p, state_dir=self.scratch('state-a'))
-        pb = dict(p, state_dir=self.scratch('state-b'))
+        pa = dict(p, state_dir=self.state('state-a'))
+        pb = dict(p, state_dir=self.state('state-b'))
 
         def ft(params):
             vm = Qmp('x', os.path.join(params['state_dir'], 'ftvm',
