@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Configure (once) and build qemu-system-x86_64 from qemu/ into build/qemu/.
 #
-#   scripts/build-qemu.sh [--sanitize] [ninja targets...]
+#   scripts/build-qemu.sh [--sanitize | --colo] [ninja targets...]
 #
 # x86_64-softmmu only, minimal features, with GnuTLS (the logging channel's
 # TLS) and Debian's firmware directories as the default firmware path (so
@@ -11,20 +11,26 @@
 #
 # --sanitize builds the same QEMU with AddressSanitizer and
 # UndefinedBehaviorSanitizer into build/qemu-asan/ instead (FT_SANITIZE=1
-# does the same).  Extra arguments are ninja targets, built besides
+# does the same).  --colo builds the same QEMU with QEMU's own COLO
+# (block replication and the COLO proxy) into build/qemu-colo/; only the
+# COLO benchmark (tests/bench/bench_colo.py) and, with FT_COLO=1,
+# scripts/test.sh (tests/functional/test_colo.py) use it.  Extra arguments are ninja targets, built besides
 # qemu-system-x86_64 and qemu-img.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 SANITIZE=${FT_SANITIZE:-0}
-if [ "${1:-}" = --sanitize ]; then
-    SANITIZE=1
-    shift
-fi
+COLO=0
+case "${1:-}" in
+--sanitize) SANITIZE=1; shift ;;
+--colo) COLO=1; shift ;;
+esac
+[ "$SANITIZE" = 0 ] || [ "$COLO" = 0 ] || die "--sanitize and --colo are separate builds"
 Q="$TOP/qemu"
 B="$BUILD_DIR/qemu"
 [ "$SANITIZE" = 0 ] || B="$BUILD_DIR/qemu-asan"
+[ "$COLO" = 0 ] || B="$BUILD_DIR/qemu-colo"
 [ -f "$Q/configure" ] || die "qemu/ is not set up; run scripts/fetch-qemu.sh"
 [ -x /usr/bin/meson ] || die "meson not installed; run scripts/install-deps.sh"
 command -v ccache >/dev/null || die "ccache not installed; run scripts/install-deps.sh"
@@ -51,6 +57,12 @@ if [ "$SANITIZE" != 0 ]; then
     # The sanitizers' own checks; QEMU's coroutines need ASan's fiber
     # support, which gcc 12 has.
     CONFIGURE_ARGS+=(--enable-asan --enable-ubsan --enable-debug-info)
+fi
+if [ "$COLO" != 0 ]; then
+    # QEMU's COLO: migration/colo.c and block/replication.c, and the
+    # colo-compare, filter-mirror, filter-redirector and filter-rewriter
+    # objects.
+    CONFIGURE_ARGS+=(--enable-replication --enable-colo-proxy)
 fi
 sig=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" | sha256sum | cut -c1-16)
 

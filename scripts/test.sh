@@ -6,6 +6,9 @@
 # FT_SANITIZE=1 runs the functional tests on QEMU built with ASan and
 # UBSan (build/qemu-asan); FT_FUZZ_SECONDS and FT_FUZZ_REPLAY_SECONDS
 # set the fuzz runs' lengths (scripts/fuzz-replay.sh runs long campaigns).
+# FT_COLO=1 also builds QEMU with its own COLO (build/qemu-colo, a second
+# full build) and runs tests/functional/test_colo.py, which is left out
+# otherwise.
 #
 # 1. installs Debian packages, fetches and patches QEMU, builds it and the
 #    test guest (each step is cached and skipped when up to date);
@@ -39,6 +42,11 @@ if [ "${FT_SANITIZE:-0}" != 0 ]; then
     export FT_QEMU="$BUILD_DIR/qemu-asan/qemu-system-x86_64"
     export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
+fi
+COLO_ARGS=(--ignore="$TOP/tests/functional/test_colo.py")
+if [ "${FT_COLO:-0}" != 0 ]; then
+    bash "$TOP/scripts/build-qemu.sh" --colo || die "building QEMU with COLO failed"
+    COLO_ARGS=()
 fi
 info "set-up done in $(( $(date +%s) - t0 ))s"
 
@@ -181,7 +189,8 @@ info "functional tests (pytest)"
 PYTHONPATH="$TOP/tests/functional${PYTHONPATH:+:$PYTHONPATH}" \
 /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider \
     -o log_cli=true -o log_cli_level=WARNING \
-    --junitxml="$OUT/functional.xml" "$TOP/tests/setup" "$TOP/tests/functional" "$@"
+    --junitxml="$OUT/functional.xml" "${COLO_ARGS[@]}" \
+    "$TOP/tests/setup" "$TOP/tests/functional" "$@"
 if [ -f "$OUT/functional.xml" ]; then
     read -r fp ff < <(python3 -c '
 import sys, xml.etree.ElementTree as ET

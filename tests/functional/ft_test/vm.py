@@ -42,8 +42,8 @@ class Workdir:
 
     def make_vm(self, name, append, rr=None, rrfile=None, shift=5,
                 args=(), memory=256, no_shutdown=False, icount_extra='',
-                hold=None, wrapper=(), qemu=None):
-        """A q35, 1 vCPU, Nehalem VM booting the test guest.
+                hold=None, wrapper=(), qemu=None, machine='q35'):
+        """A q35 (or @machine), 1 vCPU, Nehalem VM booting the test guest.
 
         Its console goes to <workdir>/<name>.console; returns (vm, console).
         @shift None: no -icount at all (plain TCG).
@@ -53,7 +53,7 @@ class Workdir:
         vm = QEMUMachine(qemu or QEMU_BIN, name=name, base_temp_dir=self.path,
                          log_dir=self.path, wrapper=wrapper)
         console = Console(self.scratch(name + '.console'))
-        vm.add_args('-machine', 'q35', '-cpu', 'Nehalem', '-smp', '1',
+        vm.add_args('-machine', machine, '-cpu', 'Nehalem', '-smp', '1',
                     '-m', str(memory), '-nodefaults',
                     '-kernel', os.path.join(GUEST_DIR, 'vmlinux'),
                     '-initrd', os.path.join(GUEST_DIR, 'initramfs.cpio.gz'),
