@@ -17,7 +17,12 @@
 #   output    bench_output_path: the output rule's hold, per kind
 #   series    one pair under CPU load sampled every 100 ms: lag, log
 #             bandwidth, and each QEMU's memory against an unprotected VM
-# COLO is not in this report yet (issue 17 item 4).
+#   colo      bench_colo: the pair against QEMU's own COLO on the same
+#             guest and network, and each against its unprotected VM
+#             (plain TCG for COLO, -icount shift=5 for ours): speed, RTT,
+#             throughput, memory, kill -9 to live and TCP connections
+#             kept; skipped (and said so) without the COLO build
+#             (scripts/build-qemu.sh --colo)
 # Not a test: nothing is asserted.  --quick runs every part shortly (a
 # few minutes); the default takes about half an hour on a 2-core host.
 #
@@ -42,17 +47,11 @@ sys.path.insert(0, HERE)
 # The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(HERE, '..', 'functional'))
 from ft_test import WORKLOADS, Pair, Workdir, percentile as pct  # noqa: E402
+from ft_test import rss_kib  # noqa: E402
 
-PARTS = ('speed', 'tax', 'network', 'disk', 'failover', 'output', 'series')
-
-
-def rss_kib(pid):
-    """Resident memory of process @pid, KiB."""
-    with open(f'/proc/{pid}/status') as f:
-        for ln in f:
-            if ln.startswith('VmRSS:'):
-                return int(ln.split()[1])
-    return 0
+PARTS = ('speed', 'tax', 'network', 'disk', 'failover', 'output', 'series',
+         'colo')
+COLO_CONFIGS = ('tcg', 'icount', 'ft', 'colo', 'colo:1000')
 
 
 # -- measuring ---------------------------------------------------------------
@@ -155,10 +154,22 @@ def part_series(q):
     return out
 
 
+def part_colo(q):
+    import bench_colo
+    if not os.path.exists(bench_colo.COLO_QEMU):
+        return {'skipped': f'{bench_colo.COLO_QEMU} is not built '
+                '(scripts/build-qemu.sh --colo)'}
+    return bench_colo.measure(list(COLO_CONFIGS), q['rounds'], q['net_s'],
+                              q['colo_cpu_iters'], q['colo_failovers'],
+                              log=lambda m: print(m, flush=True))
+
+
 QUICK = dict(rounds=1, speed_s=6, net_mib=8, net_s=3, fsyncs=40,
-             disk_loops=1, kills=2, output_s=4, series_s=10)
+             disk_loops=1, kills=2, output_s=4, series_s=10,
+             colo_cpu_iters=100, colo_failovers=1)
 FULL = dict(rounds=3, speed_s=20, net_mib=32, net_s=10, fsyncs=150,
-            disk_loops=3, kills=5, output_s=10, series_s=30)
+            disk_loops=3, kills=5, output_s=10, series_s=30,
+            colo_cpu_iters=400, colo_failovers=3)
 
 
 # -- rendering ---------------------------------------------------------------
@@ -199,7 +210,7 @@ def render(res, out):
     md = [f'# Benchmark report, {res["meta"]["date"]}', '',
           f'Host: {res["meta"]["host"]}, {res["meta"]["cpus"]} CPUs; '
           f'mode: {res["meta"]["mode"]}.  Every ratio below compares runs '
-          'made side by side in this one run.  COLO: not measured yet.', '']
+          'made side by side in this one run.', '']
     pngs = []
 
     sp = res.get('speed')
@@ -324,12 +335,77 @@ def render(res, out):
         pngs.append(('Lag and log bandwidth over time (CPU load)',
                      'lag_bandwidth.png'))
 
+    co = res.get('colo')
+    if co:
+        md += render_colo(plt, co, out, pngs)
+
     if pngs:
         md += ['## Plots', '']
         for title, f in pngs:
             md += [f'### {title}', '', f'![{title}]({f})', '']
     with open(os.path.join(out, 'summary.md'), 'w') as f:
         f.write('\n'.join(md) + '\n')
+
+
+def render_colo(plt, co, out, pngs):
+    """The COLO part's section: figures per configuration, ratios, and
+    an RTT CDF of each configuration (appended to @pngs)."""
+    import bench_colo
+    md = ["## Our pair and QEMU's COLO, side by side", '']
+    if 'skipped' in co:
+        return md + [f'Not measured: {co["skipped"]}.', '']
+    configs = [c for c in co if co[c].get('net') or co[c].get('cpu')]
+    s = bench_colo.summary(co, configs)
+    md += ['tcg and icount: the guest unprotected on plain TCG and at '
+           '-icount shift=5; ft: our pair; colo: QEMU\'s COLO (plain TCG), '
+           'colo:MS with a checkpoint every MS ms.  Medians of the rounds; '
+           'kill -9 to live for COLO issues its failover commands at once '
+           '(it has no heartbeat).', '',
+           '| figure | ' + ' | '.join(configs) + ' |',
+           '|---|' + '---:|' * len(configs)]
+    for label, k, nd in (('launch to ready, s', 'boot_s', 2),
+                         ('CPU job, s', 'cpu_s', 2),
+                         ('echo RTT p50 ms', 'rtt_p50_ms', 3),
+                         ('echo RTT p99 ms', 'rtt_p99_ms', 3),
+                         ('receive Mbit/s', 'rx_mbps', 0),
+                         ('transmit Mbit/s', 'tx_mbps', 0),
+                         ('memory, primary MiB', 'rss_primary_mib', 0),
+                         ('memory, backup MiB', 'rss_backup_mib', 0),
+                         ('kill -9 to live p50 ms', 'live_ms', 1),
+                         ('checkpoints, network run', 'checkpoints_net', 0),
+                         ('checkpoints, CPU run', 'checkpoints_cpu', 0),
+                         ('checkpoint pause p50 ms', 'pause_p50_ms', 1),
+                         ('checkpoint pause p99 ms', 'pause_p99_ms', 1)):
+        md.append(f'| {label} | ' + ' | '.join(
+            fmt(s[c].get(k), nd) for c in configs) + ' |')
+    md.append('| TCP connections kept at failover | ' + ' | '.join(
+        f'{s[c]["conns_kept"][0]} of {s[c]["conns_kept"][1]}'
+        if 'conns_kept' in s[c] else '-' for c in configs) + ' |')
+    md.append('| runs failed | ' + ' | '.join(
+        str(s[c]['errors']) for c in configs) + ' |')
+    md += ['', '| protected / its unprotected VM | CPU speed | RTT p50 '
+           '| RTT p99 | receive | transmit |', '|---|---:|---:|---:|---:|---:|']
+    for prot in configs:
+        base = {'ft': 'icount'}.get(prot, 'tcg')
+        if prot in ('tcg', 'icount') or base not in s:
+            continue
+        p, b = s[prot], s[base]
+
+        def ratio(k, invert=False):
+            if not p.get(k) or not b.get(k):
+                return '-'
+            return fmt(b[k] / p[k] if invert else p[k] / b[k])
+        md.append(f'| {prot} / {base} | {ratio("cpu_s", True)} '
+                  f'| {ratio("rtt_p50_ms")} | {ratio("rtt_p99_ms")} '
+                  f'| {ratio("rx_mbps")} | {ratio("tx_mbps")} |')
+    md.append('')
+    cdf_png(plt, os.path.join(out, 'colo_rtt_cdf.png'),
+            [(c, [x for r in co[c]['net'] for x in r.get('rtts_ms', [])])
+             for c in configs],
+            'echo round trip, ms (64-byte messages)', True)
+    pngs.append(('Echo round trip, ours against COLO, CDF',
+                 'colo_rtt_cdf.png'))
+    return md
 
 
 def main():

@@ -51,7 +51,26 @@ def results():
                    'mbps': ms(5, 50), 'throttle_ms': [0] * 50,
                    'rss_primary_kib': 400 << 10, 'rss_backup_kib': 380 << 10,
                    'rss_unprotected_kib': 300 << 10},
+        'colo': {c: colo_runs(c, *f) for c, f in (
+            ('tcg', (4.0, 0.2, 4000)), ('icount', (8.0, 0.25, 2400)),
+            ('ft', (7.0, 0.4, 1600)), ('colo', (5.0, 0.4, 2000)))},
     }
+
+
+def colo_runs(config, cpu_s, rtt, rx):
+    """bench_colo.measure()'s runs of @config: one round."""
+    net = {'boot_s': 3.0, 'rtt_p50_ms': rtt, 'rtt_p99_ms': rtt * 2,
+           'rtts_ms': [rtt] * 20, 'rx_mbps': rx, 'tx_mbps': rx / 2,
+           'rss_mib': [280.0] if config in ('tcg', 'icount')
+           else [290.0, 470.0 if config == 'colo' else 300.0]}
+    out = {'net': [net], 'cpu': [{'cpu_s': cpu_s}], 'failover': []}
+    if config == 'colo':
+        net['checkpoints'] = 2
+        out['cpu'][0]['checkpoints'] = 1
+    if config in ('ft', 'colo'):
+        out['failover'] = [{'live_ms': 5.0, 'conns_kept': 2 * (config == 'ft'),
+                            'conns': 2, 'max_stall_s': 0.2, 'errors': []}]
+    return out
 
 
 class ReportRender(unittest.TestCase):
@@ -72,15 +91,23 @@ class ReportRender(unittest.TestCase):
         out, md = self.render(results())
         for title in ('The pair against the same VM unprotected',
                       'The icount tax', 'Network', 'Shared disk',
-                      'Failover', 'The output rule', 'over time'):
+                      'Failover', 'The output rule', 'over time',
+                      "QEMU's COLO, side by side"):
             self.assertIn(title, md)
+        # COLO against plain TCG, ours against -icount shift=5: CPU speed
+        # is the baseline's time over its time, RTT and rx the ratio
+        self.assertIn('| colo / tcg | 0.80 | 2.00 | 2.00 | 0.50 | 0.50 |', md)
+        self.assertIn('| ft / icount | 1.14 | 1.60 | 1.60 | 0.67 | 0.67 |',
+                      md)
+        self.assertIn('| TCP connections kept at failover | - | - '
+                      '| 2 of 2 | 0 of 2 |', md)
         # tax: plain TCG's time over the pair's (cpu 4 s / 8 s)
         self.assertRegex(md, r'\| protected \| 0\.67 \| 0\.50 \| 0\.67 '
                              r'\| 0\.67 \|')
         # throttled: 30 ms of 6 s
         self.assertIn('| 0.50 % |', md)
         for png in ('rtt_cdf.png', 'fsync_cdf.png', 'hold_cdf.png',
-                    'lag_bandwidth.png'):
+                    'lag_bandwidth.png', 'colo_rtt_cdf.png'):
             self.assertIn(f']({png})', md)
             with open(os.path.join(out, png), 'rb') as f:
                 self.assertEqual(f.read(8), PNG)
@@ -90,9 +117,12 @@ class ReportRender(unittest.TestCase):
         res = results()
         for part in ('speed', 'tax', 'disk', 'failover', 'output', 'series'):
             del res[part]
+        # without the COLO build, the part says why it measured nothing
+        res['colo'] = {'skipped': 'qemu-colo is not built'}
         out, md = self.render(res)
         self.assertIn('Network', md)
         self.assertNotIn('Shared disk', md)
+        self.assertIn('Not measured: qemu-colo is not built.', md)
         self.assertEqual(sorted(f for f in os.listdir(out)
                                 if f.endswith('.png')), ['rtt_cdf.png'])
 

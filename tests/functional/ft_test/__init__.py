@@ -16,7 +16,8 @@
 #              BridgedCase
 #   replaylog  a short replay log of the guest, its event layout, and
 #              LogCase, the base of the tests that corrupt it
-#   utils      sha256_file, make_disk, percentile
+#   utils      sha256_file, make_disk, percentile, rss_kib
+#   colo       ColoPair: QEMU's own COLO pair, for the COLO benchmark
 #
 # Tests, benchmarks and the demo import it; none imports a test module.
 # See docs/development.md for how each finds it.
@@ -30,7 +31,7 @@ from .console import Console, splice_consoles, ticks
 from .echo import Echo
 from .net import BridgeNet, ClientNet, Netns, free_tcp_port, wait_port
 from .pair import Pair
-from .utils import make_disk, percentile, sha256_file
+from .utils import make_disk, percentile, rss_kib, sha256_file
 from .vm import Workdir, query_ft, query_replay, wait_event, wait_exit, \
     wait_runstate
 from .workloads import WORKLOADS, devices, guest_args, pattern, \
@@ -40,7 +41,8 @@ from .case import BridgedCase, FailoverCase, FTTestCase
 __all__ = ['BUILD', 'FAST_BOOT', 'GUEST_DIR', 'LOG_DIR', 'QEMU_BIN',
            'QEMU_IMG', 'TOP', 'Console', 'splice_consoles', 'ticks', 'Echo',
            'BridgeNet', 'ClientNet', 'Netns', 'free_tcp_port', 'wait_port',
-           'Pair', 'make_disk', 'percentile', 'sha256_file', 'Workdir',
+           'Pair', 'make_disk', 'percentile', 'rss_kib', 'sha256_file',
+           'Workdir',
            'query_ft', 'query_replay', 'wait_event', 'wait_exit',
            'wait_runstate',
            'WORKLOADS', 'devices', 'guest_args', 'pattern', 'shared_drive',

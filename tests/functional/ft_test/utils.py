@@ -29,3 +29,12 @@ def percentile(values, q):
     if not v:
         return float('nan')
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def rss_kib(pid):
+    """Resident memory of process @pid, KiB."""
+    with open(f'/proc/{pid}/status') as f:
+        for ln in f:
+            if ln.startswith('VmRSS:'):
+                return int(ln.split()[1])
+    return 0

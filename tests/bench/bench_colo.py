@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+#
+# Our pair against QEMU's own COLO, side by side in one run, on the same
+# guest, the same bridged network and the same host.  Four configurations:
+#   tcg     the guest unprotected on plain TCG (COLO's own baseline)
+#   icount  the guest unprotected at -icount shift=5 (our pair's baseline)
+#   ft      our pair: a primary recording at shift=5, its backup replaying
+#           live, the output rule on the NIC (filter-ft-output)
+#   colo    QEMU's COLO (docs/COLO-FT.txt, no disk): filter-mirror, the
+#           secondary's filter-redirector and filter-rewriter, and
+#           colo-compare on the primary; plain TCG; a checkpoint every
+#           --checkpoint-ms (QEMU's default 20 s), and whenever
+#           colo-compare sees the two sides' packets differ
+#   colo:MS the same with a checkpoint every MS ms
+# For each, per round (the order rotated each round):
+#   - a network run: launch to FT-READY (s), echo round trip p50/p99
+#     (64-byte messages on one TCP connection), receive and transmit
+#     throughput, resident memory of each QEMU after the run, and for
+#     COLO the checkpoints it took and how long each paused the primary
+#     (its colo_vm_state_change trace);
+#   - a CPU run: the guest's sha256 chain (ft.cpu_iters), CPU start to
+#     CPU result, wall seconds.
+# Then --failovers kill -9 trials of ft and each colo, with 2 echo connections
+# open: fault to live (FT_WENT_LIVE; COLO_EXIT, the secondary's failover
+# commands issued at once, since COLO has no heartbeat of its own), and
+# whether the guest's TCP connections survived.
+# COLO runs from a QEMU built with it (scripts/build-qemu.sh --colo, which
+# takes a few minutes; FT_COLO_QEMU overrides), the same source and
+# patches as ours.  --machine picks the machine both COLO sides run
+# (q35, as ours, by default).  The disk figures are not taken: the guest
+# is initramfs-only, and COLO's disk needs block replication over NBD.
+# Not a test: nothing is asserted.
+#
+#   python3 tests/bench/bench_colo.py [--rounds N] [--seconds S]
+#       [--cpu-iters N] [--failovers N] [--checkpoint-ms MS]
+#       [--configs tcg,icount,ft,colo] [--json FILE]
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# The ft_test package (tests/functional/ft_test); see docs/development.md.
+sys.path.insert(0, os.path.join(HERE, '..', 'functional'))
+from ft_test import BridgeNet, Pair, Workdir, guest_args, \
+    wait_event  # noqa: E402
+from ft_test.colo import COLO_QEMU, ColoPair  # noqa: E402
+from ft_test import percentile, rss_kib  # noqa: E402
+from bench_icount import Watch  # noqa: E402
+
+CONFIGS = ('tcg', 'icount', 'ft', 'colo')
+
+
+class Setup:
+    """One configuration's VMs on @net in @wd: .vm (the one the client
+    talks to), .con (its console), .others (the rest), started by
+    launch()."""
+
+    def __init__(self, config, append, net, wd, machine, checkpoint_ms):
+        self.config, self.pair = config, None
+        if config in ('tcg', 'icount'):
+            self.vm, self.con = wd.make_vm(
+                'vm', append, shift=None if config == 'tcg' else 5,
+                args=net.nic_args(0, filters=False))
+            self.others = []
+        elif config == 'ft':
+            self.pair = Pair(append, workdir=wd, protected=True,
+                             primary_args=net.nic_args(0),
+                             backup_args=net.nic_args(1))
+            self.vm, self.con = self.pair.primary, self.pair.pcon
+            self.others = [self.pair.backup]
+        else:
+            # colo, or colo:MS with a checkpoint every MS ms
+            ms = config.partition(':')[2]
+            self.pair = ColoPair(append, net, wd, machine=machine,
+                                 checkpoint_ms=int(ms) if ms
+                                 else checkpoint_ms)
+            self.vm, self.con = self.pair.primary, self.pair.pcon
+            self.others = [self.pair.secondary]
+
+    def launch(self):
+        if self.pair:
+            self.pair.start()
+        else:
+            self.vm.launch()
+
+    def checkpoints(self):
+        if not self.config.startswith('colo'):
+            return None
+        return self.pair.checkpoints()
+
+    def pauses_ms(self):
+        if not self.config.startswith('colo'):
+            return None
+        return self.pair.pauses_ms()
+
+
+def net_run(config, seconds, machine, checkpoint_ms):
+    with BridgeNet(os.getpid() % 1000) as net, \
+            Workdir('bench_colo') as wd:
+        append = guest_args(ip=net.GUEST_IP + '/24', work='echo,http',
+                            http_mb=8)
+        s = Setup(config, append, net, wd, machine, checkpoint_ms)
+        t0 = time.monotonic()
+        s.launch()
+        w = Watch(s.con, ['^FT-READY'])
+        w.start()
+        res = {'boot_s': w.wait('^FT-READY', 300, s.vm) - t0}
+        w.halt.set()
+        c0 = s.checkpoints()
+        rtt = net.measure('rtt', seconds)
+        res.update(rtt_p50_ms=rtt['rtt_p50_ms'], rtt_p99_ms=rtt['rtt_p99_ms'],
+                   rtts_ms=rtt.get('rtts_ms', []))
+        res['rx_mbps'] = net.measure('rx', seconds)['mbps']
+        res['tx_mbps'] = net.measure('tx', seconds)['mbps']
+        if c0 is not None:
+            res['checkpoints'] = s.checkpoints() - c0
+            res['pauses_ms'] = s.pauses_ms()
+        res['rss_mib'] = [rss_kib(vm.get_pid()) / 1024
+                          for vm in [s.vm] + s.others]
+        return res
+
+
+def cpu_run(config, iters, machine, checkpoint_ms):
+    with BridgeNet(os.getpid() % 1000) as net, \
+            Workdir('bench_colo') as wd:
+        append = guest_args(ip=net.GUEST_IP + '/24', work='cpu',
+                            cpu_iters=iters)
+        s = Setup(config, append, net, wd, machine, checkpoint_ms)
+        w = Watch(s.con, [r'^CPU start', r'^CPU result'])
+        s.launch()
+        w.start()
+        try:
+            t1 = w.wait(r'^CPU start', 300, s.vm)
+            c0 = s.checkpoints()
+            res = {'cpu_s': w.wait(r'^CPU result', 900, s.vm) - t1}
+            if c0 is not None:
+                res['checkpoints'] = s.checkpoints() - c0
+                res['pauses_ms'] = s.pauses_ms()
+            return res
+        finally:
+            w.halt.set()
+
+
+def failover_trial(config, machine, checkpoint_ms):
+    with BridgeNet(os.getpid() % 1000) as net, \
+            Workdir('bench_colo') as wd:
+        append = guest_args(ip=net.GUEST_IP + '/24', work='echo')
+        s = Setup(config, append, net, wd, machine, checkpoint_ms)
+        s.launch()
+        s.con.wait(r'FT-READY', 300, s.vm)
+        client, stop = net.client(wd.path, conns=2)
+        time.sleep(3)
+        if config.startswith('colo'):
+            t_kill, t_live = s.pair.kill_primary_and_fail_over()
+        else:
+            t_kill = time.time()
+            os.kill(s.vm.get_pid(), signal.SIGKILL)
+            ev = wait_event(s.pair.backup, 'FT_WENT_LIVE', 60)
+            t_live = ev['timestamp']['seconds'] + \
+                ev['timestamp']['microseconds'] / 1e6
+        time.sleep(3)
+        res = net.client_result(client, stop)
+        errors = [e['error'] for e in res['echo'] if e['error']]
+        return {'live_ms': (t_live - t_kill) * 1000,
+                'conns_kept': sum(1 for e in res['echo']
+                                  if not e['error'] and e['verified']),
+                'conns': len(res['echo']),
+                'max_stall_s': max(e['max_stall_s'] for e in res['echo']),
+                'errors': errors}
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def measure(configs, rounds, seconds, cpu_iters, failovers, machine='q35',
+            checkpoint_ms=None, log=print):
+    """Every run of @configs: {config: {'net': [...], 'cpu': [...],
+    'failover': [...]}}, a run that failed as {'error': ...}."""
+    res = {c: {'net': [], 'cpu': [], 'failover': []} for c in configs}
+    for r in range(rounds):
+        order = configs[r % len(configs):] + configs[:r % len(configs)]
+        for c in order:
+            for kind, fn, arg in (('net', net_run, seconds),
+                                  ('cpu', cpu_run, cpu_iters)):
+                try:
+                    out = fn(c, arg, machine, checkpoint_ms)
+                except Exception as e:   # noqa: BLE001  reported, goes on
+                    out = {'error': str(e)[:300]}
+                res[c][kind].append(out)
+                log(f'round {r + 1} {c:6} {kind}: ' + str(
+                    {k: v for k, v in out.items()
+                     if k not in ('rtts_ms', 'pauses_ms')}))
+    for n in range(failovers):
+        for c in configs:
+            if c != 'ft' and not c.startswith('colo'):
+                continue
+            try:
+                out = failover_trial(c, machine, checkpoint_ms)
+            except Exception as e:       # noqa: BLE001  reported, goes on
+                out = {'error': str(e)[:300]}
+            res[c]['failover'].append(out)
+            log(f'failover {n + 1} {c:6}: {out}')
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--seconds', type=float, default=8,
+                    help='each network measurement')
+    ap.add_argument('--cpu-iters', type=int, default=400)
+    ap.add_argument('--failovers', type=int, default=3,
+                    help='kill -9 trials each of ft and colo')
+    ap.add_argument('--machine', default='q35')
+    ap.add_argument('--checkpoint-ms', type=int, default=None,
+                    help="COLO's x-checkpoint-delay (QEMU's default: "
+                    "20000)")
+    ap.add_argument('--configs', default=','.join(CONFIGS))
+    ap.add_argument('--json', default=None)
+    a = ap.parse_args()
+    configs = a.configs.split(',')
+    if any(c.startswith('colo') for c in configs) and \
+            not os.path.exists(COLO_QEMU):
+        sys.exit(f'{COLO_QEMU}: not built; run scripts/build-qemu.sh --colo')
+    res = measure(configs, a.rounds, a.seconds, a.cpu_iters, a.failovers,
+                  a.machine, a.checkpoint_ms,
+                  log=lambda m: print(m, flush=True))
+    print_summary(res, configs)
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump({'args': vars(a), 'results': res}, f, indent=1)
+    return 0
+
+
+def summary(res, configs):
+    """{config: {figure: median}} of the rounds without an error."""
+    out = {}
+    for c in configs:
+        net = [x for x in res[c]['net'] if 'error' not in x]
+        cpu = [x for x in res[c]['cpu'] if 'error' not in x]
+        fo = [x for x in res[c]['failover'] if 'error' not in x]
+        f = {k: med([x[k] for x in net]) for k in
+             ('boot_s', 'rtt_p50_ms', 'rtt_p99_ms', 'rx_mbps', 'tx_mbps')}
+        f['cpu_s'] = med([x['cpu_s'] for x in cpu])
+        for i, side in enumerate(('rss_primary_mib', 'rss_backup_mib')):
+            f[side] = med([x['rss_mib'][i] for x in net
+                           if len(x['rss_mib']) > i])
+        if c.startswith('colo'):
+            f['checkpoints_net'] = med([x.get('checkpoints') for x in net])
+            f['checkpoints_cpu'] = med([x.get('checkpoints') for x in cpu])
+            pauses = sorted(p for x in net + cpu
+                            for p in x.get('pauses_ms') or [])
+            if pauses:
+                f['pause_p50_ms'] = percentile(pauses, 50)
+                f['pause_p99_ms'] = percentile(pauses, 99)
+                f['pauses'] = len(pauses)
+        if fo:
+            f['live_ms'] = med([x['live_ms'] for x in fo])
+            f['live_ms_max'] = max(x['live_ms'] for x in fo)
+            f['conns_kept'] = (sum(x['conns_kept'] for x in fo),
+                               sum(x['conns'] for x in fo))
+        f['errors'] = sum(1 for k in ('net', 'cpu', 'failover')
+                          for x in res[c][k] if 'error' in x)
+        out[c] = f
+    return out
+
+
+def print_summary(res, configs):
+    s = summary(res, configs)
+
+    def cell(c, k, nd=2):
+        v = s.get(c, {}).get(k)
+        return '-' if v is None else f'{v:.{nd}f}'
+
+    print()
+    print('medians | ' + ' | '.join(configs))
+    for k, nd in (('boot_s', 2), ('cpu_s', 2), ('rtt_p50_ms', 3),
+                  ('rtt_p99_ms', 3), ('rx_mbps', 0), ('tx_mbps', 0),
+                  ('rss_primary_mib', 0), ('rss_backup_mib', 0),
+                  ('live_ms', 1), ('live_ms_max', 1), ('pause_p50_ms', 1),
+                  ('pause_p99_ms', 1)):
+        print(f'{k:16} | ' + ' | '.join(cell(c, k, nd) for c in configs))
+    for c in configs:
+        extra = {k: s[c][k] for k in ('checkpoints_net', 'checkpoints_cpu',
+                                      'pauses', 'conns_kept', 'errors')
+                 if k in s[c]}
+        print(f'{c}: {extra}')
+    # Each protected configuration against its own unprotected baseline
+    print()
+    pairs = [('ft', 'icount'), ('ft', 'tcg')] + \
+        [(c, 'tcg') for c in configs if c.startswith('colo')]
+    for prot, base in pairs:
+        if prot not in s or base not in s:
+            continue
+        p, b = s[prot], s[base]
+
+        def ratio(k, invert=False):
+            if p.get(k) is None or b.get(k) is None or not p[k] or not b[k]:
+                return '-'
+            return f'{(b[k] / p[k]) if invert else (p[k] / b[k]):.2f}'
+        print(f'{prot} / {base}: speed (cpu) {ratio("cpu_s", True)}, '
+              f'RTT p50 {ratio("rtt_p50_ms")} p99 {ratio("rtt_p99_ms")}, '
+              f'rx {ratio("rx_mbps")}, tx {ratio("tx_mbps")}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
