@@ -22,11 +22,17 @@ set -euo pipefail
 
 SANITIZE=${FT_SANITIZE:-0}
 COLO=0
-case "${1:-}" in
---sanitize) SANITIZE=1; shift ;;
---colo) COLO=1; shift ;;
-esac
-[ "$SANITIZE" = 0 ] || [ "$COLO" = 0 ] || die "--sanitize and --colo are separate builds"
+while [ $# -gt 0 ]; do
+    case $1 in
+    --sanitize) SANITIZE=2; shift ;;
+    --colo) COLO=1; shift ;;
+    *) break ;;
+    esac
+done
+if [ "$COLO" != 0 ]; then
+    [ "$SANITIZE" != 2 ] || die "--sanitize and --colo are separate builds"
+    SANITIZE=0      # whatever FT_SANITIZE says
+fi
 Q="$TOP/qemu"
 B="$BUILD_DIR/qemu"
 [ "$SANITIZE" = 0 ] || B="$BUILD_DIR/qemu-asan"

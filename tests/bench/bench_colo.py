@@ -21,9 +21,10 @@
 #   - a CPU run: the guest's sha256 chain (ft.cpu_iters), CPU start to
 #     CPU result, wall seconds.
 # Then --failovers kill -9 trials of ft and each colo, with 2 echo connections
-# open: fault to live (FT_WENT_LIVE; COLO_EXIT, the secondary's failover
-# commands issued at once, since COLO has no heartbeat of its own), and
-# whether the guest's TCP connections survived.
+# open: fault to live (FT_WENT_LIVE; for COLO, out of COLO mode with the
+# NIC back on its tap, the secondary's failover commands issued at once,
+# since COLO has no heartbeat of its own), and whether the guest's TCP
+# connections survived.
 # COLO runs from a QEMU built with it (scripts/build-qemu.sh --colo, which
 # takes a few minutes; FT_COLO_QEMU overrides), the same source and
 # patches as ours.  --machine picks the machine both COLO sides run
@@ -96,10 +97,17 @@ class Setup:
             return None
         return self.pair.checkpoints()
 
-    def pauses_ms(self):
+    def mark(self):
+        """Start counting checkpoints and their pauses (None: not COLO)."""
         if not self.config.startswith('colo'):
             return None
-        return self.pair.pauses_ms()
+        return (self.pair.checkpoints(), len(self.pair.pauses_ms()))
+
+    def since(self, mark, res):
+        """Put the checkpoints and pauses since @mark into @res."""
+        if mark is not None:
+            res['checkpoints'] = self.pair.checkpoints() - mark[0]
+            res['pauses_ms'] = self.pair.pauses_ms()[mark[1]:]
 
 
 def net_run(config, seconds, machine, checkpoint_ms):
@@ -112,17 +120,17 @@ def net_run(config, seconds, machine, checkpoint_ms):
         s.launch()
         w = Watch(s.con, ['^FT-READY'])
         w.start()
-        res = {'boot_s': w.wait('^FT-READY', 300, s.vm) - t0}
-        w.halt.set()
-        c0 = s.checkpoints()
+        try:
+            res = {'boot_s': w.wait('^FT-READY', 300, s.vm) - t0}
+        finally:
+            w.halt.set()
+        mark = s.mark()
         rtt = net.measure('rtt', seconds)
         res.update(rtt_p50_ms=rtt['rtt_p50_ms'], rtt_p99_ms=rtt['rtt_p99_ms'],
                    rtts_ms=rtt.get('rtts_ms', []))
         res['rx_mbps'] = net.measure('rx', seconds)['mbps']
         res['tx_mbps'] = net.measure('tx', seconds)['mbps']
-        if c0 is not None:
-            res['checkpoints'] = s.checkpoints() - c0
-            res['pauses_ms'] = s.pauses_ms()
+        s.since(mark, res)
         res['rss_mib'] = [rss_kib(vm.get_pid()) / 1024
                           for vm in [s.vm] + s.others]
         return res
@@ -139,11 +147,9 @@ def cpu_run(config, iters, machine, checkpoint_ms):
         w.start()
         try:
             t1 = w.wait(r'^CPU start', 300, s.vm)
-            c0 = s.checkpoints()
+            mark = s.mark()
             res = {'cpu_s': w.wait(r'^CPU result', 900, s.vm) - t1}
-            if c0 is not None:
-                res['checkpoints'] = s.checkpoints() - c0
-                res['pauses_ms'] = s.pauses_ms()
+            s.since(mark, res)
             return res
         finally:
             w.halt.set()
@@ -157,16 +163,20 @@ def failover_trial(config, machine, checkpoint_ms):
         s.launch()
         s.con.wait(r'FT-READY', 300, s.vm)
         client, stop = net.client(wd.path, conns=2)
-        time.sleep(3)
-        if config.startswith('colo'):
-            t_kill, t_live = s.pair.kill_primary_and_fail_over()
-        else:
-            t_kill = time.time()
-            os.kill(s.vm.get_pid(), signal.SIGKILL)
-            ev = wait_event(s.pair.backup, 'FT_WENT_LIVE', 60)
-            t_live = ev['timestamp']['seconds'] + \
-                ev['timestamp']['microseconds'] / 1e6
-        time.sleep(3)
+        try:
+            time.sleep(3)
+            if config.startswith('colo'):
+                t_kill, t_live = s.pair.kill_primary_and_fail_over()
+            else:
+                t_kill = time.time()
+                os.kill(s.vm.get_pid(), signal.SIGKILL)
+                ev = wait_event(s.pair.backup, 'FT_WENT_LIVE', 60)
+                t_live = ev['timestamp']['seconds'] + \
+                    ev['timestamp']['microseconds'] / 1e6
+            time.sleep(3)
+        except BaseException:
+            client.kill()
+            raise
         res = net.client_result(client, stop)
         errors = [e['error'] for e in res['echo'] if e['error']]
         return {'live_ms': (t_live - t_kill) * 1000,

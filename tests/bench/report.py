@@ -24,7 +24,8 @@
 #             kept; skipped (and said so) without the COLO build
 #             (scripts/build-qemu.sh --colo)
 # Not a test: nothing is asserted.  --quick runs every part shortly (a
-# few minutes); the default takes about half an hour on a 2-core host.
+# few minutes, 8 with COLO); the default takes about 40 minutes on a
+# 2-core host, 18 of them for COLO.
 #
 #   python3 tests/bench/report.py --out DIR [--quick] [--parts a,b,...]
 #   python3 tests/bench/report.py --out DIR --render-only
@@ -384,7 +385,8 @@ def render_colo(plt, co, out, pngs):
     md.append('| runs failed | ' + ' | '.join(
         str(s[c]['errors']) for c in configs) + ' |')
     md += ['', '| protected / its unprotected VM | CPU speed | RTT p50 '
-           '| RTT p99 | receive | transmit |', '|---|---:|---:|---:|---:|---:|']
+           '| RTT p99 | receive | transmit |',
+           '|---|---:|---:|---:|---:|---:|']
     for prot in configs:
         base = {'ft': 'icount'}.get(prot, 'tcg')
         if prot in ('tcg', 'icount') or base not in s:

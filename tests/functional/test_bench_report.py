@@ -53,7 +53,10 @@ def results():
                    'rss_unprotected_kib': 300 << 10},
         'colo': {c: colo_runs(c, *f) for c, f in (
             ('tcg', (4.0, 0.2, 4000)), ('icount', (8.0, 0.25, 2400)),
-            ('ft', (7.0, 0.4, 1600)), ('colo', (5.0, 0.4, 2000)))},
+            ('ft', (7.0, 0.4, 1600)), ('colo', (5.0, 0.4, 2000)))} | {
+            # every run of it failed: shown as such, nothing computed
+            'colo:1000': {'net': [{'error': 'boom'}],
+                          'cpu': [{'error': 'boom'}], 'failover': []}},
     }
 
 
@@ -100,7 +103,9 @@ class ReportRender(unittest.TestCase):
         self.assertIn('| ft / icount | 1.14 | 1.60 | 1.60 | 0.67 | 0.67 |',
                       md)
         self.assertIn('| TCP connections kept at failover | - | - '
-                      '| 2 of 2 | 0 of 2 |', md)
+                      '| 2 of 2 | 0 of 2 | - |', md)
+        self.assertIn('| runs failed | 0 | 0 | 0 | 0 | 2 |', md)
+        self.assertIn('| colo:1000 / tcg | - | - | - | - | - |', md)
         # tax: plain TCG's time over the pair's (cpu 4 s / 8 s)
         self.assertRegex(md, r'\| protected \| 0\.67 \| 0\.50 \| 0\.67 '
                              r'\| 0\.67 \|')
