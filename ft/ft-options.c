@@ -151,8 +151,8 @@ static bool ft_parse_chardev(FtChannel *ch, const char *id, Error **errp)
 static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
 {
     uint64_t gen = qemu_opt_get_number(opts, "rrgen", 1);
-    uint64_t hb = qemu_opt_get_number(opts, "rrheartbeat", 50);
-    uint64_t to = qemu_opt_get_number(opts, "rrtimeout", 300);
+    uint64_t hb = qemu_opt_get_number(opts, "rrheartbeat", 20);
+    uint64_t to = qemu_opt_get_number(opts, "rrtimeout", 120);
     uint64_t pages = qemu_opt_get_number(opts, "rrdigestpages", 0);
 
     ch->max_lag_ms = qemu_opt_get_number(opts, "rrlag", 1000);

@@ -21,7 +21,12 @@
 #   - the longest silence either side saw from its peer before the fault.
 # Not a test: nothing is timed against a limit.
 #
+# --stop-work ticker,cpu hangs primaries whose guest runs the CPU job (a
+# hang under load); --rr-options passes channel options to both sides
+# (other heartbeats and timeouts, say).
+#
 #   python3 tests/bench/bench_failover.py [--trials N] [--stops N]
+#       [--stop-work W] [--rr-options OPTS] [--seed S] [--json FILE]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -43,6 +48,12 @@ def main():
     ap.add_argument('--trials', type=int, default=20,
                     help='kill -9 trials, alternating ticker and cpu')
     ap.add_argument('--stops', type=int, default=5, help='SIGSTOP trials')
+    ap.add_argument('--stop-work', default='ticker',
+                    help='the guest\'s work in SIGSTOP trials (ticker, or '
+                    'ticker,cpu for a hang under load)')
+    ap.add_argument('--rr-options', default='',
+                    help='more channel options for both sides, such as '
+                    'rrheartbeat=20,rrtimeout=120')
     ap.add_argument('--seed', default=None)
     ap.add_argument('--json', help='write all trials here')
     a = ap.parse_args()
@@ -50,7 +61,7 @@ def main():
     plan = []
     for i in range(a.trials):
         plan.append(('kill', 'ticker' if i % 2 == 0 else 'ticker,cpu'))
-    plan += [('stop', 'ticker')] * a.stops
+    plan += [('stop', a.stop_work)] * a.stops
     results = []
     failures = 0
     for n, (fault, work) in enumerate(plan, 1):
@@ -59,7 +70,8 @@ def main():
         delay = rnd.uniform(1, 10) if from_launch else rnd.uniform(0, 4)
         cpu_iters = 60 if 'cpu' in work else None
         t0 = time.monotonic()
-        pair = Pair(trial_append(work, cpu_iters), protected=True)
+        rrx = ',' + a.rr_options if a.rr_options else ''
+        pair = Pair(trial_append(work, cpu_iters), protected=True, rrx=rrx)
         try:
             with pair:
                 r = kill_primary_trial(pair, work, delay, stop=fault == 'stop',

@@ -20,8 +20,14 @@
 # change, in one run.
 # Not a test: nothing is asserted.
 #
+# The pair's run also reports the longest silence either side heard from
+# its peer (heartbeat-gap-max-ms) and both sides' states after the load:
+# a false failover under load would show there.  --rr-options passes
+# channel options to the pair.
+#
 #   python3 tests/bench/bench_network.py [--seconds S] [--tls x509|psk]
 #                                        [--compare OTHER-QEMU]
+#                                        [--rr-options OPTS]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -36,15 +42,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 from ft_test import BridgeNet, Pair, Workdir, guest_args  # noqa: E402
 
 
-def run(protected, seconds, tls=None, qemu=None):
+def run(protected, seconds, tls=None, qemu=None, rrx=''):
     with BridgeNet(os.getpid() % 1000) as net, Workdir('bench_network') as wd:
         append = guest_args(ip=net.GUEST_IP + '/24', work='echo,http',
                             http_mb=8)
         if protected:
             with Pair(append, workdir=wd, protected=True, tls=tls, qemu=qemu,
-                      primary_args=net.nic_args(0),
+                      rrx=rrx, primary_args=net.nic_args(0),
                       backup_args=net.nic_args(1)) as pair:
-                return measure(net, pair.primary, pair.pcon, True, seconds)
+                res = measure(net, pair.primary, pair.pcon, True, seconds)
+                # The longest silence either side heard from its peer
+                # under this load, and whether the pair is still whole
+                # (a false failover would show here).
+                infos = [vm.cmd('x-query-ft') for vm in
+                         (pair.primary, pair.backup)]
+                res['silence_ms'] = max(i['heartbeat-gap-max-ms']
+                                        for i in infos)
+                res['states'] = [i['state'] for i in infos]
+                return res
         p, pcon = wd.make_vm('plain', append, qemu=qemu,
                              args=net.nic_args(0, filters=False))
         p.launch()
@@ -133,7 +148,11 @@ def main():
     ap.add_argument('--compare', metavar='QEMU',
                     help='also run everything on this qemu-system-x86_64 '
                     '(before), and print it against the build (after)')
+    ap.add_argument('--rr-options', default='',
+                    help='more channel options for the pair, such as '
+                    'rrheartbeat=20,rrtimeout=120')
     a = ap.parse_args()
+    rrx = ',' + a.rr_options if a.rr_options else ''
     if os.geteuid() != 0:
         sys.exit('needs root (taps, bridge, network namespaces)')
     if a.compare:
@@ -141,16 +160,18 @@ def main():
         return
     u = run(False, a.seconds)
     print('unprotected:', json.dumps(u), flush=True)
-    p = run(True, a.seconds)
+    p = run(True, a.seconds, rrx=rrx)
     print('protected:  ', json.dumps(p), flush=True)
     table('unprotected', u, 'protected', p)
     print(f'{"log bandwidth during receive Mbit/s":36} {"-":>12} '
           f'{p["log_mbps"]:12.2f}')
+    print(f'{"longest peer silence ms":36} {"-":>12} '
+          f'{p["silence_ms"]:12.2f}  (states {", ".join(p["states"])})')
     print('paper (Table 3, 1 Gbit/s logging link): receive 940 -> 604 '
           '(0.64), transmit 940 -> 855 (0.91)')
     if not a.tls:
         return
-    t = run(True, a.seconds, tls=a.tls)
+    t = run(True, a.seconds, tls=a.tls, rrx=rrx)
     print(f'{a.tls}:        ', json.dumps(t), flush=True)
     table('clear text', p, a.tls, t, log=True)
 

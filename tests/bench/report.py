@@ -387,19 +387,10 @@ def render_colo(plt, co, out, pngs):
     md += ['', '| protected / its unprotected VM | CPU speed | RTT p50 '
            '| RTT p99 | receive | transmit |',
            '|---|---:|---:|---:|---:|---:|']
-    for prot in configs:
-        base = {'ft': 'icount'}.get(prot, 'tcg')
-        if prot in ('tcg', 'icount') or base not in s:
-            continue
-        p, b = s[prot], s[base]
-
-        def ratio(k, invert=False):
-            if not p.get(k) or not b.get(k):
-                return '-'
-            return fmt(b[k] / p[k] if invert else p[k] / b[k])
-        md.append(f'| {prot} / {base} | {ratio("cpu_s", True)} '
-                  f'| {ratio("rtt_p50_ms")} | {ratio("rtt_p99_ms")} '
-                  f'| {ratio("rx_mbps")} | {ratio("tx_mbps")} |')
+    for prot, base, r in bench_colo.ratios(s, configs):
+        md.append(f'| {prot} / {base} | ' + ' | '.join(
+            fmt(r[k]) for k in ('cpu_speed', 'rtt_p50', 'rtt_p99', 'rx', 'tx'))
+            + ' |')
     md.append('')
     cdf_png(plt, os.path.join(out, 'colo_rtt_cdf.png'),
             [(c, [x for r in co[c]['net'] for x in r.get('rtts_ms', [])])

@@ -100,6 +100,7 @@ class ReportRender(unittest.TestCase):
         # COLO against plain TCG, ours against -icount shift=5: CPU speed
         # is the baseline's time over its time, RTT and rx the ratio
         self.assertIn('| colo / tcg | 0.80 | 2.00 | 2.00 | 0.50 | 0.50 |', md)
+        self.assertIn('| ft / tcg | 0.57 | 2.00 | 2.00 | 0.40 | 0.40 |', md)
         self.assertIn('| ft / icount | 1.14 | 1.60 | 1.60 | 0.67 | 0.67 |',
                       md)
         self.assertIn('| TCP connections kept at failover | - | - '

@@ -70,7 +70,7 @@ class FakePrimary:
     def config(self, text=b''):
         self.send(frame(FRAME_CONFIG, offset=self.off, payload=text))
 
-    def heartbeat_forever(self, every=0.05):
+    def heartbeat_forever(self, every=0.02):
         def run():
             while not self.stop.is_set():
                 try:
