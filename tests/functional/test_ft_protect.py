@@ -90,6 +90,10 @@ class ProtectChecks:
                                 f'not alone after a failed protection: '
                                 f'{self.status()}')
                 time.sleep(0.1)
+            # Take the FT_WENT_LIVE of running on alone now: left queued,
+            # a later wait for the VM's next FT_WENT_LIVE returned it at
+            # once, before the VM had lost its next backup.
+            wait_event(live, 'FT_WENT_LIVE', 30)
         self.fail(f'{tries} protection attempts failed: '
                   f'{self.protect_failures}')
 
