@@ -86,6 +86,8 @@ PKGS=(
     iputils-ping
     # tests/bench/report.py draws its plots with matplotlib
     python3-matplotlib
+    # a backup on a host whose clock is off (test_ft_clock.py)
+    faketime
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).
