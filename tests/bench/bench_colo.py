@@ -12,10 +12,11 @@
 #           --checkpoint-ms (QEMU's default 20 s), and whenever
 #           colo-compare sees the two sides' packets differ
 #   colo:MS the same with a checkpoint every MS ms
-#   ft-rtcvm  our pair with -rtc clock=vm: the RTC on the virtual
-#           clock, which takes most main-loop events out of the log
-#           under network load (design-logging-channel.md; not run
-#           unless named in --configs)
+#   ft-hostrtc  our pair with -rtc clock=host, the default before
+#           2026-12-06: the RTC on the host clock, whose timers put most
+#           main-loop events in the log under network load
+#           (design-logging-channel.md; not run unless named in
+#           --configs)
 # For each, per round (the order rotated each round):
 #   - a network run: launch to FT-READY (s), echo round trip p50/p99
 #     (64-byte messages on one TCP connection), receive and transmit
@@ -23,7 +24,14 @@
 #     COLO the checkpoints it took and how long each paused the primary
 #     (its colo_vm_state_change trace);
 #   - a CPU run: the guest's sha256 chain (ft.cpu_iters), CPU start to
-#     CPU result, wall seconds.
+#     CPU result, wall seconds;
+#   - a disk run (unless --fsyncs 0): bench_disk.py's workload on an
+#     AHCI disk, a raw image opened with O_DIRECT: fsync latency p50/p99
+#     and sequential write and read MiB/s.  tcg and icount use the image
+#     directly, ft through blkreplay ft=on as a shared disk, COLO with
+#     its block replication (quorum, replication over NBD to the
+#     secondary's own copy, docs/COLO-FT.txt), and for COLO the
+#     checkpoints taken during the run.
 # Then --failovers kill -9 trials of ft and each colo, with 2 echo connections
 # open: fault to live (FT_WENT_LIVE; for COLO, out of COLO mode with the
 # NIC back on its tap, the secondary's failover commands issued at once,
@@ -32,12 +40,12 @@
 # COLO runs from a QEMU built with it (scripts/build-qemu.sh --colo, which
 # takes a few minutes; FT_COLO_QEMU overrides), the same source and
 # patches as ours.  --machine picks the machine both COLO sides run
-# (q35, as ours, by default).  The disk figures are not taken: the guest
-# is initramfs-only, and COLO's disk needs block replication over NBD.
+# (q35, as ours, by default).
 # Not a test: nothing is asserted.
 #
 #   python3 tests/bench/bench_colo.py [--rounds N] [--seconds S]
 #       [--cpu-iters N] [--failovers N] [--checkpoint-ms MS]
+#       [--fsyncs N] [--disk-loops N] [--disk-mb N]
 #       [--configs tcg,icount,ft,colo] [--json FILE]
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
@@ -55,10 +63,11 @@ sys.path.insert(0, HERE)
 # The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(HERE, '..', 'functional'))
 from ft_test import BridgeNet, Pair, Workdir, guest_args, \
-    wait_event  # noqa: E402
+    shared_drive, wait_event  # noqa: E402
 from ft_test.colo import COLO_QEMU, ColoPair  # noqa: E402
 from ft_test import percentile, rss_kib  # noqa: E402
 from bench_icount import Watch  # noqa: E402
+import bench_disk  # noqa: E402
 
 CONFIGS = ('tcg', 'icount', 'ft', 'colo')
 
@@ -68,18 +77,25 @@ class Setup:
     talks to), .con (its console), .others (the rest), started by
     launch()."""
 
-    def __init__(self, config, append, net, wd, machine, checkpoint_ms):
+    def __init__(self, config, append, net, wd, machine, checkpoint_ms,
+                 disk=None):
+        """@disk: a raw image for the guest's AHCI disk, if any."""
         self.config, self.pair = config, None
         if config in ('tcg', 'icount'):
+            drive = ['-drive', f'file={disk},if=none,id=d0,format=raw,'
+                     'cache.direct=on',
+                     '-device', 'ide-hd,drive=d0'] if disk else []
             self.vm, self.con = wd.make_vm(
                 'vm', append, shift=None if config == 'tcg' else 5,
-                args=net.nic_args(0, filters=False))
+                args=net.nic_args(0, filters=False) + drive)
             self.others = []
-        elif config in ('ft', 'ft-rtcvm'):
-            rtc = ['-rtc', 'clock=vm'] if config == 'ft-rtcvm' else []
+        elif config in ('ft', 'ft-hostrtc'):
+            rtc = ['-rtc', 'clock=host'] if config == 'ft-hostrtc' else []
+            pd, bd = (shared_drive(disk, False), shared_drive(disk, True)) \
+                if disk else ([], [])
             self.pair = Pair(append, workdir=wd, protected=True,
-                             primary_args=net.nic_args(0) + rtc,
-                             backup_args=net.nic_args(1) + rtc)
+                             primary_args=net.nic_args(0) + rtc + pd,
+                             backup_args=net.nic_args(1) + rtc + bd)
             self.vm, self.con = self.pair.primary, self.pair.pcon
             self.others = [self.pair.backup]
         else:
@@ -87,7 +103,7 @@ class Setup:
             ms = config.partition(':')[2]
             self.pair = ColoPair(append, net, wd, machine=machine,
                                  checkpoint_ms=int(ms) if ms
-                                 else checkpoint_ms)
+                                 else checkpoint_ms, disk=disk)
             self.vm, self.con = self.pair.primary, self.pair.pcon
             self.others = [self.pair.secondary]
 
@@ -160,6 +176,31 @@ def cpu_run(config, iters, machine, checkpoint_ms):
             w.halt.set()
 
 
+def disk_run(config, d, machine, checkpoint_ms):
+    """bench_disk.py's workload (@d: fsyncs, loops, mb) on @config."""
+    with BridgeNet(os.getpid() % 1000) as net, \
+            Workdir('bench_colo') as wd:
+        disk = wd.make_disk('disk.img', max(16, d.mb * 2 + 1))
+        append = guest_args(ip=net.GUEST_IP + '/24', work='disk',
+                            disk_loops=d.loops, disk_mb=d.mb,
+                            fsyncs=d.fsyncs)
+        s = Setup(config, append, net, wd, machine, checkpoint_ms, disk)
+        s.launch()
+        s.con.wait(r'FT-READY', 300, s.vm)
+        mark = s.mark()
+        m = bench_disk.measure(s.vm, s.con, config.startswith('ft'), d)
+        res = {'fsync_p50_ms': percentile(m['fsync_ms'], 50),
+               'fsync_p99_ms': percentile(m['fsync_ms'], 99),
+               'fsyncs_ms': m['fsync_ms'],
+               'write_mibs': med(m['write_mibs']),
+               'read_mibs': med(m['read_mibs'])}
+        s.since(mark, res)
+        if config.startswith('colo'):
+            # the guest's writes reached the secondary's own copy
+            res['replicated'] = s.pair.disk_replicated()
+        return res
+
+
 def failover_trial(config, machine, checkpoint_ms):
     with BridgeNet(os.getpid() % 1000) as net, \
             Workdir('bench_colo') as wd:
@@ -198,15 +239,20 @@ def med(v):
 
 
 def measure(configs, rounds, seconds, cpu_iters, failovers, machine='q35',
-            checkpoint_ms=None, log=print):
+            checkpoint_ms=None, log=print, disk=None):
     """Every run of @configs: {config: {'net': [...], 'cpu': [...],
-    'failover': [...]}}, a run that failed as {'error': ...}."""
-    res = {c: {'net': [], 'cpu': [], 'failover': []} for c in configs}
+    'disk': [...], 'failover': [...]}}, a run that failed as {'error':
+    ...}.  @disk: the disk run's fsyncs, loops and mb (None: no disk
+    run)."""
+    res = {c: {'net': [], 'cpu': [], 'disk': [], 'failover': []}
+           for c in configs}
+    runs = [('net', net_run, seconds), ('cpu', cpu_run, cpu_iters)]
+    if disk:
+        runs.append(('disk', disk_run, disk))
     for r in range(rounds):
         order = configs[r % len(configs):] + configs[:r % len(configs)]
         for c in order:
-            for kind, fn, arg in (('net', net_run, seconds),
-                                  ('cpu', cpu_run, cpu_iters)):
+            for kind, fn, arg in runs:
                 try:
                     out = fn(c, arg, machine, checkpoint_ms)
                 except Exception as e:   # noqa: BLE001  reported, goes on
@@ -214,7 +260,7 @@ def measure(configs, rounds, seconds, cpu_iters, failovers, machine='q35',
                 res[c][kind].append(out)
                 log(f'round {r + 1} {c:6} {kind}: ' + str(
                     {k: v for k, v in out.items()
-                     if k not in ('rtts_ms', 'pauses_ms')}))
+                     if k not in ('rtts_ms', 'pauses_ms', 'fsyncs_ms')}))
     for n in range(failovers):
         for c in configs:
             if c in ('tcg', 'icount'):
@@ -240,6 +286,10 @@ def main():
     ap.add_argument('--checkpoint-ms', type=int, default=None,
                     help="COLO's x-checkpoint-delay (QEMU's default: "
                     "20000)")
+    ap.add_argument('--fsyncs', type=int, default=100,
+                    help='the disk run\'s fsyncs (0: no disk run)')
+    ap.add_argument('--disk-loops', type=int, default=3)
+    ap.add_argument('--disk-mb', type=int, default=8)
     ap.add_argument('--configs', default=','.join(CONFIGS))
     ap.add_argument('--json', default=None)
     a = ap.parse_args()
@@ -247,9 +297,11 @@ def main():
     if any(c.startswith('colo') for c in configs) and \
             not os.path.exists(COLO_QEMU):
         sys.exit(f'{COLO_QEMU}: not built; run scripts/build-qemu.sh --colo')
+    disk = argparse.Namespace(fsyncs=a.fsyncs, loops=a.disk_loops,
+                              mb=a.disk_mb) if a.fsyncs else None
     res = measure(configs, a.rounds, a.seconds, a.cpu_iters, a.failovers,
                   a.machine, a.checkpoint_ms,
-                  log=lambda m: print(m, flush=True))
+                  log=lambda m: print(m, flush=True), disk=disk)
     print_summary(res, configs)
     if a.json:
         with open(a.json, 'w') as f:
@@ -263,17 +315,25 @@ def summary(res, configs):
     for c in configs:
         net = [x for x in res[c]['net'] if 'error' not in x]
         cpu = [x for x in res[c]['cpu'] if 'error' not in x]
+        disk = [x for x in res[c].get('disk', []) if 'error' not in x]
         fo = [x for x in res[c]['failover'] if 'error' not in x]
         f = {k: med([x[k] for x in net]) for k in
              ('boot_s', 'rtt_p50_ms', 'rtt_p99_ms', 'rx_mbps', 'tx_mbps')}
         f['cpu_s'] = med([x['cpu_s'] for x in cpu])
+        for k in ('fsync_p50_ms', 'fsync_p99_ms', 'write_mibs',
+                  'read_mibs'):
+            f[k] = med([x[k] for x in disk])
         for i, side in enumerate(('rss_primary_mib', 'rss_backup_mib')):
             f[side] = med([x['rss_mib'][i] for x in net
                            if len(x['rss_mib']) > i])
         if c.startswith('colo'):
             f['checkpoints_net'] = med([x.get('checkpoints') for x in net])
             f['checkpoints_cpu'] = med([x.get('checkpoints') for x in cpu])
-            pauses = sorted(p for x in net + cpu
+            f['checkpoints_disk'] = med([x.get('checkpoints')
+                                         for x in disk])
+            f['disk_replicated'] = (sum(1 for x in disk
+                                        if x.get('replicated')), len(disk))
+            pauses = sorted(p for x in net + cpu + disk
                             for p in x.get('pauses_ms') or [])
             if pauses:
                 f['pause_p50_ms'] = percentile(pauses, 50)
@@ -284,15 +344,21 @@ def summary(res, configs):
             f['live_ms_max'] = max(x['live_ms'] for x in fo)
             f['conns_kept'] = (sum(x['conns_kept'] for x in fo),
                                sum(x['conns'] for x in fo))
-        f['errors'] = sum(1 for k in ('net', 'cpu', 'failover')
-                          for x in res[c][k] if 'error' in x)
+        f['errors'] = sum(1 for k in ('net', 'cpu', 'disk', 'failover')
+                          for x in res[c].get(k, []) if 'error' in x)
         out[c] = f
     return out
 
 
 RATIOS = (('cpu_speed', 'cpu_s', True), ('rtt_p50', 'rtt_p50_ms', False),
           ('rtt_p99', 'rtt_p99_ms', False), ('rx', 'rx_mbps', False),
-          ('tx', 'tx_mbps', False))
+          ('tx', 'tx_mbps', False), ('fsync_p50', 'fsync_p50_ms', False),
+          ('fsync_p99', 'fsync_p99_ms', False),
+          ('write', 'write_mibs', False), ('read', 'read_mibs', False))
+# The columns of the two ratio tables, as print_summary() and the report
+# show them
+NET_RATIOS = ('cpu_speed', 'rtt_p50', 'rtt_p99', 'rx', 'tx')
+DISK_RATIOS = ('fsync_p50', 'fsync_p99', 'write', 'read')
 
 
 def ratios(s, configs):
@@ -329,13 +395,17 @@ def print_summary(res, configs):
     print('medians | ' + ' | '.join(configs))
     for k, nd in (('boot_s', 2), ('cpu_s', 2), ('rtt_p50_ms', 3),
                   ('rtt_p99_ms', 3), ('rx_mbps', 0), ('tx_mbps', 0),
+                  ('fsync_p50_ms', 2), ('fsync_p99_ms', 2),
+                  ('write_mibs', 2), ('read_mibs', 2),
                   ('rss_primary_mib', 0), ('rss_backup_mib', 0),
                   ('live_ms', 1), ('live_ms_max', 1), ('pause_p50_ms', 1),
                   ('pause_p99_ms', 1)):
         print(f'{k:16} | ' + ' | '.join(cell(c, k, nd) for c in configs))
     for c in configs:
         extra = {k: s[c][k] for k in ('checkpoints_net', 'checkpoints_cpu',
-                                      'pauses', 'conns_kept', 'errors')
+                                      'checkpoints_disk',
+                                      'disk_replicated', 'pauses',
+                                      'conns_kept', 'errors')
                  if k in s[c]}
         print(f'{c}: {extra}')
     # Each protected configuration against its own unprotected baseline
@@ -345,7 +415,9 @@ def print_summary(res, configs):
             return '-' if r[k] is None else f'{r[k]:.2f}'
         print(f'{prot} / {base}: speed (cpu) {cell_r("cpu_speed")}, '
               f'RTT p50 {cell_r("rtt_p50")} p99 {cell_r("rtt_p99")}, '
-              f'rx {cell_r("rx")}, tx {cell_r("tx")}')
+              f'rx {cell_r("rx")}, tx {cell_r("tx")}, '
+              f'fsync p50 {cell_r("fsync_p50")} p99 {cell_r("fsync_p99")}, '
+              f'write {cell_r("write")}, read {cell_r("read")}')
 
 
 if __name__ == '__main__':

@@ -98,8 +98,13 @@ def breakdown(holds, stages, kinds):
         for s in STAGES:
             ts, offs = index[s]
             i = bisect.bisect_left(offs, tag)
-            # the first event of the stage at or after the previous stage
-            while i < len(ts) and ts[i] < prev - 1e-6:
+            # The first event of the stage that covers the tag, not before
+            # the hold.  Not "at or after the previous stage": the two
+            # processes stamp their lines independently, and a backup's
+            # recv line can precede the primary's sent line by tens of us;
+            # skipping to the next event then pushed every later stage,
+            # and the release, to the next output a second later.
+            while i < len(ts) and ts[i] < t0 - 1e-3:
                 i += 1
             if i == len(ts):
                 row = None

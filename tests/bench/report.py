@@ -160,9 +160,11 @@ def part_colo(q):
     if not os.path.exists(bench_colo.COLO_QEMU):
         return {'skipped': f'{bench_colo.COLO_QEMU} is not built '
                 '(scripts/build-qemu.sh --colo)'}
+    disk = types.SimpleNamespace(fsyncs=q['fsyncs'], loops=q['disk_loops'],
+                                 mb=8)
     return bench_colo.measure(list(COLO_CONFIGS), q['rounds'], q['net_s'],
                               q['colo_cpu_iters'], q['colo_failovers'],
-                              log=lambda m: print(m, flush=True))
+                              log=lambda m: print(m, flush=True), disk=disk)
 
 
 QUICK = dict(rounds=1, speed_s=6, net_mib=8, net_s=3, fsyncs=40,
@@ -370,11 +372,16 @@ def render_colo(plt, co, out, pngs):
                          ('echo RTT p99 ms', 'rtt_p99_ms', 3),
                          ('receive Mbit/s', 'rx_mbps', 0),
                          ('transmit Mbit/s', 'tx_mbps', 0),
+                         ('fsync p50 ms', 'fsync_p50_ms', 2),
+                         ('fsync p99 ms', 'fsync_p99_ms', 2),
+                         ('sequential write MiB/s', 'write_mibs', 2),
+                         ('sequential read MiB/s', 'read_mibs', 2),
                          ('memory, primary MiB', 'rss_primary_mib', 0),
                          ('memory, backup MiB', 'rss_backup_mib', 0),
                          ('kill -9 to live p50 ms', 'live_ms', 1),
                          ('checkpoints, network run', 'checkpoints_net', 0),
                          ('checkpoints, CPU run', 'checkpoints_cpu', 0),
+                         ('checkpoints, disk run', 'checkpoints_disk', 0),
                          ('checkpoint pause p50 ms', 'pause_p50_ms', 1),
                          ('checkpoint pause p99 ms', 'pause_p99_ms', 1)):
         md.append(f'| {label} | ' + ' | '.join(
@@ -382,15 +389,24 @@ def render_colo(plt, co, out, pngs):
     md.append('| TCP connections kept at failover | ' + ' | '.join(
         f'{s[c]["conns_kept"][0]} of {s[c]["conns_kept"][1]}'
         if 'conns_kept' in s[c] else '-' for c in configs) + ' |')
+    md.append("| COLO: secondary's disk matching the primary's | " +
+              ' | '.join(f'{s[c]["disk_replicated"][0]} of '
+                         f'{s[c]["disk_replicated"][1]}'
+                         if s[c].get('disk_replicated', (0, 0))[1]
+                         else '-'
+                         for c in configs) + ' |')
     md.append('| runs failed | ' + ' | '.join(
         str(s[c]['errors']) for c in configs) + ' |')
-    md += ['', '| protected / its unprotected VM | CPU speed | RTT p50 '
-           '| RTT p99 | receive | transmit |',
-           '|---|---:|---:|---:|---:|---:|']
-    for prot, base, r in bench_colo.ratios(s, configs):
-        md.append(f'| {prot} / {base} | ' + ' | '.join(
-            fmt(r[k]) for k in ('cpu_speed', 'rtt_p50', 'rtt_p99', 'rx', 'tx'))
-            + ' |')
+    rs = bench_colo.ratios(s, configs)
+    for head, keys in (('CPU speed | RTT p50 | RTT p99 | receive | transmit',
+                        bench_colo.NET_RATIOS),
+                       ('fsync p50 | fsync p99 | write | read',
+                        bench_colo.DISK_RATIOS)):
+        md += ['', f'| protected / its unprotected VM | {head} |',
+               '|---|' + '---:|' * len(keys)]
+        for prot, base, r in rs:
+            md.append(f'| {prot} / {base} | ' + ' | '.join(
+                fmt(r[k]) for k in keys) + ' |')
     md.append('')
     cdf_png(plt, os.path.join(out, 'colo_rtt_cdf.png'),
             [(c, [x for r in co[c]['net'] for x in r.get('rtts_ms', [])])

@@ -66,7 +66,14 @@ def colo_runs(config, cpu_s, rtt, rx):
            'rtts_ms': [rtt] * 20, 'rx_mbps': rx, 'tx_mbps': rx / 2,
            'rss_mib': [280.0] if config in ('tcg', 'icount')
            else [290.0, 470.0 if config == 'colo' else 300.0]}
-    out = {'net': [net], 'cpu': [{'cpu_s': cpu_s}], 'failover': []}
+    # fsync p50 and write throughput scale with the CPU job's time
+    disk = {'fsync_p50_ms': cpu_s, 'fsync_p99_ms': cpu_s * 3,
+            'fsyncs_ms': [cpu_s] * 10, 'write_mibs': 40 / cpu_s,
+            'read_mibs': 80 / cpu_s}
+    if config == 'colo':
+        disk['replicated'] = True
+    out = {'net': [net], 'cpu': [{'cpu_s': cpu_s}], 'disk': [disk],
+           'failover': []}
     if config == 'colo':
         net['checkpoints'] = 2
         out['cpu'][0]['checkpoints'] = 1
@@ -106,7 +113,15 @@ class ReportRender(unittest.TestCase):
         self.assertIn('| TCP connections kept at failover | - | - '
                       '| 2 of 2 | 0 of 2 | - |', md)
         self.assertIn('| runs failed | 0 | 0 | 0 | 0 | 2 |', md)
+        self.assertIn("| COLO: secondary's disk matching the primary's "
+                      "| - | - | - | 1 of 1 | - |", md)
         self.assertIn('| colo:1000 / tcg | - | - | - | - | - |', md)
+        # the disk: fsync latency over the baseline's, throughput too
+        self.assertIn('| ft / icount | 0.88 | 0.88 | 1.14 | 1.14 |', md)
+        self.assertIn('| colo / tcg | 1.25 | 1.25 | 0.80 | 0.80 |', md)
+        self.assertIn('| colo:1000 / tcg | - | - | - | - |\n', md)
+        self.assertIn('| fsync p50 ms | 4.00 | 8.00 | 7.00 | 5.00 | - |',
+                      md)
         # tax: plain TCG's time over the pair's (cpu 4 s / 8 s)
         self.assertRegex(md, r'\| protected \| 0\.67 \| 0\.50 \| 0\.67 '
                              r'\| 0\.67 \|')
@@ -131,6 +146,29 @@ class ReportRender(unittest.TestCase):
         self.assertIn('Not measured: qemu-colo is not built.', md)
         self.assertEqual(sorted(f for f in os.listdir(out)
                                 if f.endswith('.png')), ['rtt_cdf.png'])
+
+
+class OutputPathJoin(unittest.TestCase):
+
+    def test_stamps_out_of_order(self):
+        """bench_output_path joins each output's stages by log offset.
+        The backup may stamp its recv line before the primary stamps its
+        sent line: the join must still take that output's own events,
+        not the next output's a second later."""
+        sys.path.insert(0, os.path.dirname(REPORT))
+        import bench_output_path as bop
+        us = 1e-6
+        holds = [(1.0, 'console', 100), (2.0, 'console', 200)]
+        # per stage, microseconds after each hold; recv before sent
+        after = {'commit': 2, 'sent': 90, 'recv': 60, 'ack': 70,
+                 'acked': 100, 'release': 200}
+        stages = {s: [(t + after[s] * us, tag) for t, _, tag in holds]
+                  for s in bop.STAGES}
+        rows = bop.breakdown(holds, stages, {'console'})
+        self.assertEqual(len(rows), 2)
+        for row in rows:
+            self.assertAlmostEqual(row['total'], 200, delta=1)
+            self.assertAlmostEqual(row['release'], 100, delta=1)
 
 
 if __name__ == '__main__':

@@ -4,12 +4,15 @@
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
+import hashlib
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 
-from .config import BUILD
+from .config import BUILD, QEMU_IMG
 from .net import free_tcp_port
 from .vm import kill
 
@@ -33,18 +36,27 @@ class ColoPair:
     no -icount).  @machine: pc or q35.  @checkpoint_ms: the periodic
     checkpoint (x-checkpoint-delay; QEMU's default is 20 s).
     @compare_timeout_ms: colo-compare's hold (QEMU's default is 3000 ms).
+
+    @disk (a raw image) gives the guest an AHCI disk replicated as
+    docs/COLO-FT.txt sets it up: on the primary a quorum whose second
+    child, added at start(), is the replication driver writing through
+    NBD to the secondary; on the secondary a copy of the image (each
+    side has its own, as on two hosts) under the replication driver's
+    active and hidden qcow2 overlays, exported by its NBD server.  Both
+    sides open their images with O_DIRECT, as our pair does.
     """
 
     def __init__(self, append, net, workdir, machine='pc', memory=256,
                  checkpoint_ms=None, compare_timeout_ms=None,
-                 qemu=COLO_QEMU):
+                 qemu=COLO_QEMU, disk=None):
         if not os.path.exists(qemu):
             raise FileNotFoundError(
                 f'{qemu}: no COLO build; run scripts/build-qemu.sh --colo')
         self.checkpoint_ms = checkpoint_ms
         port = {k: free_tcp_port() for k in
-                ('mirror', 'sec_out', 'pri_out', 'out', 'mig')}
+                ('mirror', 'sec_out', 'pri_out', 'out', 'mig', 'nbd')}
         self.mig_port = port['mig']
+        self.nbd_port = port['nbd'] if disk else None
         lo = 'host=127.0.0.1,port='
         nic = net.nic_args(0, filters=False)
         compare = ('colo-compare,id=comp0,primary_in=compare0-0,'
@@ -93,12 +105,47 @@ class ColoPair:
             '-object', 'filter-rewriter,id=rew0,netdev=n0,queue=all,'
             'vnet_hdr_support=on',
             '-incoming', f'tcp:127.0.0.1:{port["mig"]}']
+        self.disk, self.disk_copy = disk, None
+        if disk:
+            self.disk_copy = workdir.scratch('colo-secondary.img')
+            p_disk, s_disk = self.disk_args(disk, self.disk_copy, workdir)
+            primary_args += p_disk
+            secondary_args += s_disk
         self.primary, self.pcon = workdir.make_vm(
             'colo-primary', append, shift=None, qemu=qemu, machine=machine,
             memory=memory, args=primary_args)
         self.secondary, self.scon = workdir.make_vm(
             'colo-secondary', append, shift=None, qemu=qemu,
             machine=machine, memory=memory, args=secondary_args)
+
+    @staticmethod
+    def disk_args(disk, copy, workdir):
+        """The primary's and the secondary's drive options for @disk,
+        the secondary's on its own @copy of it."""
+        shutil.copyfile(disk, copy)
+        size = str(os.path.getsize(disk))
+        overlay = {}
+        for name in ('active', 'hidden'):
+            overlay[name] = workdir.scratch(f'colo-{name}.qcow2')
+            subprocess.run([QEMU_IMG, 'create', '-q', '-f', 'qcow2',
+                            overlay[name], size], check=True)
+        dev = ['-device', 'ide-hd,drive=colo-disk0']
+        primary = ['-drive', 'if=none,id=colo-disk0,driver=quorum,'
+                   'read-pattern=fifo,vote-threshold=1,'
+                   f'children.0.file.filename={disk},children.0.driver=raw,'
+                   'children.0.cache.direct=on'] + dev
+        secondary = [
+            '-drive', f'if=none,id=parent0,file.filename={copy},'
+            'driver=raw,cache.direct=on',
+            '-drive', 'if=none,id=childs0,driver=replication,mode=secondary,'
+            'top-id=colo-disk0,file.driver=qcow2,'
+            f'file.file.filename={overlay["active"]},'
+            'file.backing.driver=qcow2,'
+            f'file.backing.file.filename={overlay["hidden"]},'
+            'file.backing.backing=parent0',
+            '-drive', 'if=none,id=colo-disk0,driver=quorum,'
+            'read-pattern=fifo,vote-threshold=1,children.0=childs0'] + dev
+        return primary, secondary
 
     def __iter__(self):
         return iter((self.primary, self.pcon, self.secondary, self.scon))
@@ -111,6 +158,22 @@ class ColoPair:
         self.secondary.launch()
         caps = [{'capability': 'x-colo', 'state': True}]
         self.secondary.cmd('migrate-set-capabilities', capabilities=caps)
+        if self.nbd_port:
+            # The secondary exports its disk; the primary's quorum gets
+            # the replication child that writes to it (COLO-FT.txt's order)
+            self.secondary.cmd('nbd-server-start', addr={
+                'type': 'inet', 'data': {'host': '127.0.0.1',
+                                         'port': str(self.nbd_port)}})
+            self.secondary.cmd('nbd-server-add', device='parent0',
+                               writable=True)
+            self.primary.cmd(
+                'human-monitor-command', **{'command-line':
+                    'drive_add -n buddy driver=replication,mode=primary,'
+                    'file.driver=nbd,file.host=127.0.0.1,'
+                    f'file.port={self.nbd_port},file.export=parent0,'
+                    'node-name=replication0'})
+            self.primary.cmd('x-blockdev-change', parent='colo-disk0',
+                             node='replication0')
         self.primary.cmd('migrate-set-capabilities', capabilities=caps)
         if self.checkpoint_ms:
             self.primary.cmd('migrate-set-parameters',
@@ -155,6 +218,17 @@ class ColoPair:
         except FileNotFoundError:
             pass
         return out
+
+    def disk_replicated(self):
+        """Whether the secondary's copy of the disk holds what the
+        primary's does (call it with the guest's writes done)."""
+        def digest(path):
+            h = hashlib.sha256()
+            with open(path, 'rb') as f:
+                for block in iter(lambda: f.read(1 << 20), b''):
+                    h.update(block)
+            return h.digest()
+        return digest(self.disk) == digest(self.disk_copy)
 
     def status(self):
         """query-colo-status of both sides."""
