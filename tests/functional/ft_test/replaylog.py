@@ -177,7 +177,11 @@ class LogCase(FTTestCase):
         if not os.path.exists(infile):
             with open(infile, 'wb') as f:
                 f.write(b'hostile\n')
-        return ['-cpu', 'max', '-net', 'none',
+        # -rtc clock=vm, as a fault-tolerant VM has by default (patch
+        # "rtc: keep a fault-tolerant VM's RTC on the virtual clock"): the
+        # log is recorded to a file, whose default is the host clock, and
+        # test_hostile_peer.py streams it to a backup.
+        return ['-cpu', 'max', '-net', 'none', '-rtc', 'clock=vm',
                 '-chardev', f'file,id=ser1,path={self.scratch("ttyS1.out")},'
                 f'input-path={infile}',
                 '-serial', 'chardev:ser1']
