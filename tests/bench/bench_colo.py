@@ -63,7 +63,7 @@ sys.path.insert(0, HERE)
 # The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(HERE, '..', 'functional'))
 from ft_test import BridgeNet, Pair, Workdir, guest_args, \
-    shared_drive, wait_event  # noqa: E402
+    plain_drive, shared_drive, wait_event  # noqa: E402
 from ft_test.colo import COLO_QEMU, ColoPair  # noqa: E402
 from ft_test import percentile, rss_kib  # noqa: E402
 from bench_icount import Watch  # noqa: E402
@@ -82,9 +82,7 @@ class Setup:
         """@disk: a raw image for the guest's AHCI disk, if any."""
         self.config, self.pair = config, None
         if config in ('tcg', 'icount'):
-            drive = ['-drive', f'file={disk},if=none,id=d0,format=raw,'
-                     'cache.direct=on',
-                     '-device', 'ide-hd,drive=d0'] if disk else []
+            drive = plain_drive(disk) if disk else []
             self.vm, self.con = wd.make_vm(
                 'vm', append, shift=None if config == 'tcg' else 5,
                 args=net.nic_args(0, filters=False) + drive)

@@ -34,7 +34,7 @@ import time
 # The ft_test package (tests/functional/ft_test); see docs/development.md.
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'functional'))
 from ft_test import QEMU_IMG, Pair, Workdir, guest_args, \
-    percentile as pct, shared_drive  # noqa: E402
+    percentile as pct, plain_drive, shared_drive  # noqa: E402
 
 
 def watch(con, vm, stop, seen):
@@ -64,9 +64,8 @@ def run(protected, a):
                       backup_args=shared_drive(disk, True,
                                                fmt=a.format)) as pair:
                 return measure(pair.primary, pair.pcon, True, a)
-        p, pcon = wd.make_vm('plain', append, args=[
-            '-drive', f'file={disk},if=none,id=d0,format={a.format},'
-            'cache.direct=on', '-device', 'ide-hd,drive=d0'])
+        p, pcon = wd.make_vm('plain', append,
+                             args=plain_drive(disk, a.format))
         p.launch()
         return measure(p, pcon, False, a)
 

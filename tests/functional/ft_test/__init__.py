@@ -35,7 +35,7 @@ from .utils import make_disk, percentile, rss_kib, sha256_file
 from .vm import Workdir, query_ft, query_replay, wait_event, wait_exit, \
     wait_runstate
 from .workloads import WORKLOADS, devices, guest_args, pattern, \
-    shared_drive
+    plain_drive, shared_drive
 from .case import BridgedCase, FailoverCase, FTTestCase
 
 __all__ = ['BUILD', 'FAST_BOOT', 'GUEST_DIR', 'LOG_DIR', 'QEMU_BIN',
@@ -45,5 +45,5 @@ __all__ = ['BUILD', 'FAST_BOOT', 'GUEST_DIR', 'LOG_DIR', 'QEMU_BIN',
            'Workdir',
            'query_ft', 'query_replay', 'wait_event', 'wait_exit',
            'wait_runstate',
-           'WORKLOADS', 'devices', 'guest_args', 'pattern', 'shared_drive',
+           'WORKLOADS', 'devices', 'guest_args', 'pattern', 'plain_drive', 'shared_drive',
            'BridgedCase', 'FailoverCase', 'FTTestCase']

@@ -4,7 +4,6 @@
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
-import hashlib
 import os
 import re
 import shutil
@@ -14,6 +13,7 @@ import time
 
 from .config import BUILD, QEMU_IMG
 from .net import free_tcp_port
+from .utils import sha256_file
 from .vm import kill
 
 # A QEMU built with COLO (scripts/build-qemu.sh --colo); ours leaves it out.
@@ -222,13 +222,7 @@ class ColoPair:
     def disk_replicated(self):
         """Whether the secondary's copy of the disk holds what the
         primary's does (call it with the guest's writes done)."""
-        def digest(path):
-            h = hashlib.sha256()
-            with open(path, 'rb') as f:
-                for block in iter(lambda: f.read(1 << 20), b''):
-                    h.update(block)
-            return h.digest()
-        return digest(self.disk) == digest(self.disk_copy)
+        return sha256_file(self.disk) == sha256_file(self.disk_copy)
 
     def status(self):
         """query-colo-status of both sides."""

@@ -49,6 +49,13 @@ def disk_args(path):
             '-device', 'ide-hd,drive=d0-rr']
 
 
+def plain_drive(path, fmt='raw'):
+    """The guest's AHCI disk on image @path, unprotected, with O_DIRECT
+    as the shared disk has: the baseline of the disk benchmarks."""
+    return ['-drive', f'file={path},if=none,id=d0,format={fmt},'
+            'cache.direct=on', '-device', 'ide-hd,drive=d0']
+
+
 def shared_drive(path, backup, extra='', fmt='raw'):
     """The guest's AHCI disk on the shared image, through blkreplay ft=on.
 
