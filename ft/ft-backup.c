@@ -20,15 +20,64 @@
 #include "trace.h"
 
 /*
+ * Replay that stopped moving while log waits to be played: the log holds
+ * next an input that this VM's devices never raise (an interrupt, a
+ * bottom half), which only a divergence explains.  Without this, the
+ * backup would wait for ever, and its primary stall at rrlag.
+ *
+ * The watch runs only while the VM runs with log waiting: a stopped VM
+ * (QMP stop) does not move, and must not be found stalled the moment it
+ * runs again.  Moving is either the instruction count or the log read.
+ */
+typedef struct FtStallWatch {
+    uint64_t icount;
+    uint64_t consumed;
+    int64_t since_ns;           /* 0: not watching */
+} FtStallWatch;
+
+static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
+{
+    uint64_t icount = qatomic_read(&ch->stream->stream.icount);
+    int64_t now = ft_now_ns();
+    g_autofree char *why = NULL;
+    bool waiting;
+
+    waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
+              ch->state == FT_STATE_STREAMING &&
+              (!ch->join || ch->joined) && runstate_is_running();
+    if (!waiting) {
+        w->since_ns = 0;
+        return false;
+    }
+    if (!w->since_ns || icount != w->icount || ch->consumed != w->consumed) {
+        w->icount = icount;
+        w->consumed = ch->consumed;
+        w->since_ns = now;
+        return false;
+    }
+    if (now - w->since_ns < (int64_t)FT_STALL_MS * SCALE_MS) {
+        return false;
+    }
+    why = g_strdup_printf("replay stalled for %d ms at icount %" PRIu64
+                          " with %" PRIu64 " bytes of log waiting",
+                          FT_STALL_MS, icount,
+                          qatomic_read(&ch->avail_end) - ch->consumed);
+    ft_diverged_locked(ch, icount, why);
+    return true;
+}
+
+/*
  * Bound what replay has not consumed yet (rrbufbytes): stop reading the
  * connection until a frame of @len bytes fits.  TCP then holds the
  * primary's sender back, and the primary's vCPU stalls at rrlagbytes.
  * Heartbeats go on meanwhile, so the primary knows its backup is alive
- * and busy, not lost.  False once the connection failed (the backup is
- * then lost), with ch->lock held throughout except while sending.
+ * and busy, not lost; and so does the stall watch, since a replay that
+ * stalled with its buffer full would otherwise hold both sides for ever.
+ * False once the connection failed (the backup is then lost) or replay
+ * stalled, with ch->lock held throughout except while sending.
  */
 static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
-                                  int64_t *last_tx)
+                                  int64_t *last_tx, FtStallWatch *w)
 {
     while (ch->received - ch->consumed + len > ch->rx_max &&
            ch->state == FT_STATE_STREAMING) {
@@ -38,6 +87,9 @@ static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
         bool ok;
 
         qemu_cond_timedwait(&ch->cond, &ch->lock, ch->heartbeat_ms);
+        if (ft_backup_stalled_locked(ch, w)) {
+            return false;
+        }
         if (ft_now_ns() - *last_tx < (int64_t)ch->heartbeat_ms * SCALE_MS) {
             continue;
         }
@@ -58,42 +110,6 @@ static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
     return ch->state == FT_STATE_STREAMING;
 }
 
-/*
- * Replay that stopped moving while log waits to be played: the log holds
- * next an input that this VM's devices never raise (an interrupt, a
- * bottom half), which only a divergence explains.  Without this, the
- * backup would wait for ever, and its primary stall at rrlag.
- */
-static bool ft_backup_stalled(FtChannel *ch, uint64_t icount,
-                              uint64_t *stall_icount, int64_t *stall_ns)
-{
-    int64_t now = ft_now_ns();
-    g_autofree char *why = NULL;
-    bool waiting;
-
-    qemu_mutex_lock(&ch->lock);
-    waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
-              ch->state == FT_STATE_STREAMING &&
-              (!ch->join || ch->joined) && runstate_is_running();
-    if (!waiting || icount != *stall_icount) {
-        *stall_icount = icount;
-        *stall_ns = now;
-        qemu_mutex_unlock(&ch->lock);
-        return false;
-    }
-    if (now - *stall_ns < (int64_t)FT_STALL_MS * SCALE_MS) {
-        qemu_mutex_unlock(&ch->lock);
-        return false;
-    }
-    why = g_strdup_printf("replay stalled for %d ms at icount %" PRIu64
-                          " with %" PRIu64 " bytes of log waiting",
-                          FT_STALL_MS, icount,
-                          qatomic_read(&ch->avail_end) - ch->consumed);
-    ft_diverged_locked(ch, icount, why);
-    qemu_mutex_unlock(&ch->lock);
-    return true;
-}
-
 void *ft_backup_rx_thread(void *opaque)
 {
     FtChannel *ch = opaque;
@@ -103,8 +119,7 @@ void *ft_backup_rx_thread(void *opaque)
     int64_t last_tx = 0;
     uint64_t acked = 0;
     uint64_t reported = 0;
-    uint64_t stall_icount = 0;
-    int64_t stall_ns = 0;
+    FtStallWatch watch = { 0 };
 
     for (;;) {
         FtFrameHeader h;
@@ -156,10 +171,12 @@ void *ft_backup_rx_thread(void *opaque)
                 break;
             }
             if (h.type == FT_FRAME_DATA &&
-                !ft_backup_room_locked(ch, h.len, &last_tx)) {
+                !ft_backup_room_locked(ch, h.len, &last_tx, &watch)) {
                 qemu_mutex_unlock(&ch->lock);
                 break;
             }
+            /* Not reading while the buffer was full is not silence. */
+            last_rx = ft_now_ns();
             if (h.type == FT_FRAME_DATA) {
                 ft_buf_reserve(ch, ch->consumed,
                                ch->received - ch->base + h.len);
@@ -257,9 +274,12 @@ void *ft_backup_rx_thread(void *opaque)
             acked = pos;
             last_tx = ft_now_ns();
         }
-        if (ft_backup_stalled(ch, icount, &stall_icount, &stall_ns)) {
+        qemu_mutex_lock(&ch->lock);
+        if (ft_backup_stalled_locked(ch, &watch)) {
+            qemu_mutex_unlock(&ch->lock);
             break;
         }
+        qemu_mutex_unlock(&ch->lock);
     }
     qemu_mutex_lock(&ch->lock);
     qemu_cond_broadcast(&ch->cond);

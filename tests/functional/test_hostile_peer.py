@@ -93,14 +93,15 @@ class FakePrimary:
 
 class HostilePeer(LogCase):
 
-    def start_backup(self, name, qemu=None):
+    def start_backup(self, name, qemu=None, rrx=''):
         """A backup, waiting for its primary; launched in a thread, since
-        QEMU's monitor comes up only once a primary attached."""
+        QEMU's monitor comes up only once a primary attached.  @rrx: more
+        -icount options."""
         port = free_tcp_port()
         # ft-hold=off: the console shows what the backup replays
         vm, con = self.make_vm(
             name, self.record_append(), rr='replay', qemu=qemu, hold=False,
-            icount_extra=',rrchardev=ftlog',
+            icount_extra=',rrchardev=ftlog' + rrx,
             args=[*self.record_args(), '-chardev',
                   f'socket,id=ftlog,host=127.0.0.1,port={port},'
                   'server=on,wait=on'])
@@ -153,24 +154,35 @@ class HostilePeer(LogCase):
             p.data(log[start:end], more=end < upto)
             start = end
 
+    def send_quietly(self, p, log, bounds):
+        """send_log() until the backup hangs up."""
+        try:
+            self.send_log(p, log, bounds=bounds)
+        except OSError:
+            pass
+
     def wait_exit(self, vm, t, timeout):
         t.join(timeout)
         vm.wait(timeout=timeout)
         return vm.exitcode(), vm.get_log() or ''
 
-    def diverges(self, name, patch, expect):
+    def diverges(self, name, patch, expect, rrx='', check=None):
         """Feed a crafted log: the backup stops as diverged, saying
-        @expect, and then quits cleanly."""
+        @expect, and then quits cleanly.  @check(vm, log): more checks
+        on the diverged backup."""
         log = bytearray(open(self.record(), 'rb').read())
         bounds = self.boundaries(bytes(log))
         patch(log, parse_log(bytes(log)))
         for qemu in self.binaries(name):
             tag = name + ('-asan' if qemu else '')
-            vm, _, port, t, err = self.start_backup(tag, qemu)
+            vm, _, port, t, err = self.start_backup(tag, qemu, rrx)
             p = self.peer(port)
             p.hello()
             p.heartbeat_forever()
-            self.send_log(p, bytes(log), bounds=bounds)
+            # In a thread: a backup whose buffer is full reads no more
+            threading.Thread(target=self.send_quietly,
+                             args=(p, bytes(log), bounds),
+                             daemon=True).start()
             t.join(120)
             self.assertFalse(err, f'{tag}: {err}')
             self.wait_log(vm, expect, 300 if qemu else 120)
@@ -178,6 +190,8 @@ class HostilePeer(LogCase):
             while vm.cmd('x-query-ft')['state'] != 'diverged':
                 self.assertLess(time.monotonic(), deadline)
                 time.sleep(0.2)
+            if check:
+                check(vm, log)
             vm.shutdown()
             rc, out = vm.exitcode(), vm.get_log() or ''
             self.assert_clean(tag, rc, out)
@@ -239,6 +253,26 @@ class HostilePeer(LogCase):
                       r'DIVERGED from the primary at icount \d+: replay '
                       r'stalled for 5000 ms at icount \d+ with \d+ bytes '
                       r'of log waiting')
+
+    def test_replay_stall_full_buffer(self):
+        """The same stall early in the log, with the receive buffer at its
+        least (rrbufbytes=2M): the buffer is full when replay stops, and
+        the backup waits for room, reading nothing more.  Before, the
+        stall was looked for only between frames: the backup heartbeated
+        for ever, and a real primary would have stalled at rrlagbytes."""
+        def patch(log, events):
+            at = next(p for e, p in events
+                      if e == EV_CHECKPOINT + 1 and p > 100000)
+            log[at - 1] = EV_INTERRUPT
+
+        def full(vm, log):
+            ft = vm.cmd('x-query-ft')
+            self.assertLess(ft['log-received'], len(log) - 65536,
+                            f'the buffer was not full: {ft}')
+        self.diverges('stallfull', patch,
+                      r'DIVERGED from the primary at icount \d+: replay '
+                      r'stalled for 5000 ms at icount \d+ with \d+ bytes '
+                      r'of log waiting', rrx=',rrbufbytes=2M', check=full)
 
     # -- the framing ------------------------------------------------------
 
