@@ -34,7 +34,7 @@ set -euo pipefail
 # Kernel modules the guest may load (their dependencies are added).  The
 # three *_generic ones are crypto soft dependencies (ext4 metadata_csum,
 # sd_mod's T10 PI) that depmod does not follow.
-MODULES="virtio_pci virtio_net virtio_blk e1000 e1000e ahci ata_piix sd_mod
+MODULES="virtio_pci virtio_net virtio_blk virtio_scsi e1000 e1000e ahci ata_piix sd_mod
 ext4 crc32c_generic crct10dif_generic crc64_rocksoft_generic"
 # Bump when the way the kernel cache is made changes.
 KSTAGE_VERSION=2

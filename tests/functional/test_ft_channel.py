@@ -302,6 +302,20 @@ class FTChannelTest(FTTestCase):
     def test_truncated_frame(self):
         self.damaged_stream('truncate', 'connection closed')
 
+    def test_unsupported_cpus_refused(self):
+        """Several vCPUs, and multi-threaded TCG, are refused at startup
+        with upstream's errors: the log's interrupt events do not say
+        which vCPU takes them, and a replay of -smp 2 waits for ever in
+        the firmware's CPU bring-up (docs/known-limits.md)."""
+        cases = [(['-smp', '2'], 'not supported with multiple CPUs'),
+                 (['-accel', 'tcg,thread=multi'],
+                  'No MTTCG when icount is enabled')]
+        for args, msg in cases:
+            vm, _ = self.make_vm('cpus', self.guest_args(), rr='record',
+                                 icount_extra=',rralone=on,rrinsecure=on',
+                                 args=args)
+            self.assert_refused(vm, msg)
+
     def test_refused_peers(self):
         """Peers that speak another version, generation or role, garbage,
         and a second primary are refused; the real primary still gets in."""

@@ -44,8 +44,8 @@ class SharedDiskTest(FailoverCase):
 
     fs_checked = staticmethod(fs_checked)
 
-    def ext4_kill_trials(self, fmt, kills):
-        """ext4 on the shared disk (image format @fmt), files written,
+    def ext4_kill_trials(self, fmt, kills, bus='ahci'):
+        """ext4 on the shared disk (image format @fmt, on @bus), files written,
         fsynced and verified in a loop; kill -9 of the primary at a random
         moment, @kills times.  The guest's verification of every file it
         completed keeps passing on the new primary; after its clean
@@ -59,8 +59,8 @@ class SharedDiskTest(FailoverCase):
                 p, pcon, b, bcon = self.make_ft_pair(
                     self.guest_args(work='fs,ticker', disk_loops=FS_LOOPS,
                                     fs_kb=kib, poweroff=1),
-                    primary_args=shared_drive(img, False, fmt=fmt),
-                    backup_args=shared_drive(img, True, fmt=fmt))
+                    primary_args=shared_drive(img, False, fmt=fmt, bus=bus),
+                    backup_args=shared_drive(img, True, fmt=fmt, bus=bus))
                 # A random moment, in loops rather than seconds: how many
                 # loops a second is the pair's speed, and at least three
                 # must be left for the new primary.
@@ -93,6 +93,12 @@ class SharedDiskTest(FailoverCase):
 
     def test_kill_primary_ext4(self):
         self.ext4_kill_trials('raw', KILLS)
+
+    def test_kill_primary_ext4_virtio_blk(self):
+        self.ext4_kill_trials('raw', KILLS, 'virtio-blk')
+
+    def test_kill_primary_ext4_virtio_scsi(self):
+        self.ext4_kill_trials('raw', KILLS, 'virtio-scsi')
 
     def test_kill_primary_ext4_qcow2(self):
         """The same on a qcow2 image: the new primary reloads the qcow2

@@ -56,8 +56,18 @@ def plain_drive(path, fmt='raw'):
             'cache.direct=on', '-device', 'ide-hd,drive=d0']
 
 
-def shared_drive(path, backup, extra='', fmt='raw'):
-    """The guest's AHCI disk on the shared image, through blkreplay ft=on.
+# The guest's disk as each bus gives it, behind blkreplay: the last
+# device gets the drive.
+DISK_DEVICES = {
+    'ahci': ['ide-hd'],
+    'virtio-blk': ['virtio-blk-pci'],
+    'virtio-scsi': ['virtio-scsi-pci,id=vs0', 'scsi-hd,bus=vs0.0'],
+}
+
+
+def shared_drive(path, backup, extra='', fmt='raw', bus='ahci'):
+    """The guest's disk on the shared image, through blkreplay ft=on, on
+    @bus (a key of DISK_DEVICES).
 
     The backup opens the image without taking QEMU's image lock (the
     primary holds it); both use O_DIRECT, as host page caches on two hosts
@@ -66,8 +76,9 @@ def shared_drive(path, backup, extra='', fmt='raw'):
     lock = ',file.locking=off' if backup else ''
     return ['-drive', f'file={path},if=none,id=d0,format={fmt},'
             f'cache.direct=on{lock}{extra}',
-            '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on',
-            '-device', 'ide-hd,drive=d0-rr']
+            '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on'] + \
+        [arg for dev in DISK_DEVICES[bus][:-1] for arg in ('-device', dev)] + \
+        ['-device', DISK_DEVICES[bus][-1] + ',drive=d0-rr']
 
 
 def user_net_args(port=None, replay=True):
