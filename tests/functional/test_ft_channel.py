@@ -305,8 +305,8 @@ class FTChannelTest(FTTestCase):
     def test_unsupported_cpus_refused(self):
         """Several vCPUs, and multi-threaded TCG, are refused at startup
         with upstream's errors: the log's interrupt events do not say
-        which vCPU takes them, and a replay of -smp 2 waits for ever in
-        the firmware's CPU bring-up (docs/known-limits.md)."""
+        which vCPU takes them, and a replay of -smp 2 waits for ever at
+        the second vCPU's startup IPI (docs/known-limits.md)."""
         cases = [(['-smp', '2'], 'not supported with multiple CPUs'),
                  (['-accel', 'tcg,thread=multi'],
                   'No MTTCG when icount is enabled')]
