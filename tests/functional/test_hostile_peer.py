@@ -30,6 +30,9 @@ from ft_test.replaylog import CORRUPTIONS, EV_CHECKPOINT, EV_INSTRUCTION, \
 
 FLAG_MORE = 0x0001
 PRIMARY = 1
+# What a backup says when its replay stands still with log waiting
+STALLED = (r'DIVERGED from the primary at icount \d+: replay stalled for '
+           r'5000 ms at icount \d+ with \d+ bytes of log waiting')
 
 
 class FakePrimary:
@@ -249,10 +252,7 @@ class HostilePeer(LogCase):
         it waited for ever (and a primary would stall at rrlag); now it
         is a divergence after FT_STALL_MS."""
         self.diverges('stall', set_byte(EV_CHECKPOINT + 1, -1, EV_INTERRUPT,
-                                        200),
-                      r'DIVERGED from the primary at icount \d+: replay '
-                      r'stalled for 5000 ms at icount \d+ with \d+ bytes '
-                      r'of log waiting')
+                                        200), STALLED)
 
     def test_replay_stall_full_buffer(self):
         """The same stall early in the log, with the receive buffer at its
@@ -269,10 +269,8 @@ class HostilePeer(LogCase):
             ft = vm.cmd('x-query-ft')
             self.assertLess(ft['log-received'], len(log) - 65536,
                             f'the buffer was not full: {ft}')
-        self.diverges('stallfull', patch,
-                      r'DIVERGED from the primary at icount \d+: replay '
-                      r'stalled for 5000 ms at icount \d+ with \d+ bytes '
-                      r'of log waiting', rrx=',rrbufbytes=2M', check=full)
+        self.diverges('stallfull', patch, STALLED, rrx=',rrbufbytes=2M',
+                      check=full)
 
     # -- the framing ------------------------------------------------------
 
