@@ -64,7 +64,11 @@ static size_t ft_digest_compute_for(FtChannel *ch, uint64_t icount,
     gsize sum_len = sizeof(sum);
 
     assert(size >= FT_DIGEST_SIZE);
-    cpu_dump_state(first_cpu, f, CPU_DUMP_FPU);
+    CPUState *cpu;
+
+    CPU_FOREACH(cpu) {
+        cpu_dump_state(cpu, f, CPU_DUMP_FPU);
+    }
     fclose(f);
     g_checksum_update(c, (const guchar *)text, text_len);
     g_checksum_get_digest(c, sum, &sum_len);

@@ -57,7 +57,7 @@
 #include "ft-proto.h"
 
 /* Must follow REPLAY_VERSION in replay/replay-internal.h: in the HELLO. */
-#define FT_REPLAY_VERSION       0xe0200d
+#define FT_REPLAY_VERSION       0xe0200e
 
 #define FT_TX_PAYLOAD           (256 * KiB)
 /* Default bound of the backup's log received but not yet replayed */

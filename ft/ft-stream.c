@@ -163,6 +163,19 @@ static bool ft_must_stall_locked(FtChannel *ch)
     return ch->state == FT_STATE_STREAMING && ft_over_bound_locked(ch);
 }
 
+/*
+ * Has somebody asked the vCPU thread to stop, or to come out of the
+ * guest?  Kicks go to the vCPU the round-robin thread runs: current_cpu,
+ * on that thread.
+ */
+static bool ft_vcpu_called(void)
+{
+    CPUState *cpu = current_cpu ? current_cpu : first_cpu;
+
+    return cpu && (qatomic_read(&cpu->stop) ||
+                   qatomic_read(&cpu->exit_request));
+}
+
 static void ft_throttle(ReplayStream *s)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
@@ -170,9 +183,7 @@ static void ft_throttle(ReplayStream *s)
 
     ft_setup_insns(ch);
     qemu_mutex_lock(&ch->lock);
-    while (ft_must_stall_locked(ch) &&
-           !qatomic_read(&first_cpu->stop) &&
-           !qatomic_read(&first_cpu->exit_request)) {
+    while (ft_must_stall_locked(ch) && !ft_vcpu_called()) {
         if (!start) {
             start = ft_now_ns();
         }
@@ -296,9 +307,7 @@ static bool ft_wait(ReplayStream *s, int64_t timeout_ns)
     }
     qemu_mutex_lock(&ch->lock);
     while (ch->avail_end == ch->consumed &&
-           ch->state == FT_STATE_STREAMING &&
-           !(first_cpu && qatomic_read(&first_cpu->stop)) &&
-           !(first_cpu && qatomic_read(&first_cpu->exit_request))) {
+           ch->state == FT_STATE_STREAMING && !ft_vcpu_called()) {
         int64_t left = deadline - ft_now_ns();
 
         if (left <= 0) {

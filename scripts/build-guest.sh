@@ -43,14 +43,9 @@ GCACHE="$CACHE_DIR/guest"
 OUT="$BUILD_DIR/guest"
 INIT_SRC="$TOP/guest/init"
 UDPFLOOD_SRC="$TOP/guest/udpflood.c"
+SMPWORK_SRC="$TOP/guest/smpwork.c"
 
-FORCE=0
-case "${1:-}" in
-    "") ;;
-    --force) FORCE=1 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (usage: $0 [--force])" ;;
-esac
+parse_force_arg "$@"
 
 for tool in apt-cache apt-get dpkg-deb dpkg-query sha256sum gzip xz od flock; do
     command -v "$tool" >/dev/null || die "'$tool' not found (needed to build the guest)"
@@ -112,6 +107,7 @@ INPUTS_HASH=$(printf '%s\n' \
     "busybox $BB_FROM $BB_VERSION" \
     "init $(hash_of "$INIT_SRC")" \
     "udpflood $(hash_of "$UDPFLOOD_SRC")" \
+    "smpwork $(hash_of "$SMPWORK_SRC")" \
     "builder $(hash_of "$0")" | sha256sum | cut -d' ' -f1)
 
 print_outputs() {
@@ -326,6 +322,9 @@ install -m 0755 "$INIT_SRC" "$root/init"
 # A static UDP sender for the held-output tests (busybox nc has no UDP)
 gcc -static -O2 -s -o "$root/bin/udpflood" "$UDPFLOOD_SRC" ||
     die "building guest/udpflood.c failed (gcc, libc6-dev)"
+# Threads sharing memory and a lock, for the multi-vCPU tests
+gcc -static -O2 -s -pthread -o "$root/bin/smpwork" "$SMPWORK_SRC" ||
+    die "building guest/smpwork.c failed (gcc, libc6-dev)"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 # Reproducible archive: fixed times and owners, sorted names.

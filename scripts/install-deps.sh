@@ -88,6 +88,11 @@ PKGS=(
     python3-matplotlib
     # a backup on a host whose clock is off (test_ft_clock.py)
     faketime
+    # test_ft_smp.py changes one vCPU's registers on a backup through
+    # QEMU's gdbstub
+    gdb
+    # the Debian guest (scripts/build-debian-guest.sh) and its tests' ssh
+    mmdebstrap openssh-client
 )
 # From bookworm-backports: meson >= 1.5; option ROMs matching QEMU 10.0;
 # SeaBIOS 1.16.3 (bookworm's 1.16.2 hangs probing QEMU 10.0's AHCI disks).

@@ -26,6 +26,18 @@ info() {
     echo "==> $*" >&2
 }
 
+# The one argument of a builder script: sets FORCE to 1 for --force, to 0
+# for none; --help prints the script's header comment and exits.
+parse_force_arg() {
+    FORCE=0
+    case "${1:-}" in
+        "") ;;
+        --force) FORCE=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$1' (usage: $0 [--force])" ;;
+    esac
+}
+
 need_root() {
     [ "$(id -u)" = 0 ] || die "$1 needs root (run it as root or with sudo)"
 }

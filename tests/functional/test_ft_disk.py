@@ -22,6 +22,8 @@ from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, shared_drive, \
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
+# ... at -smp 2 (test_ft_smp.py has the other -smp tests)
+SMP_KILLS = int(os.environ.get('FT_SMP_KILLS', '1'))
 FS_LOOPS = 9
 
 
@@ -44,10 +46,11 @@ class SharedDiskTest(FailoverCase):
 
     fs_checked = staticmethod(fs_checked)
 
-    def ext4_kill_trials(self, fmt, kills, bus='ahci'):
+    def ext4_kill_trials(self, fmt, kills, bus='ahci', smp=1):
         """ext4 on the shared disk (image format @fmt, on @bus), files written,
         fsynced and verified in a loop; kill -9 of the primary at a random
-        moment, @kills times.  The guest's verification of every file it
+        moment, @kills times; at -smp @smp, every vCPU kept busy as well
+        (test_ft_smp.py).  The guest's verification of every file it
         completed keeps passing on the new primary; after its clean
         shutdown, the image checks clean (qemu-img check, e2fsck) and the
         host reads the right data from each file."""
@@ -57,10 +60,13 @@ class SharedDiskTest(FailoverCase):
             with self.subTest(trial=i):
                 img = mkfs_ext4(self.scratch('shared.img'), 32, fmt)
                 p, pcon, b, bcon = self.make_ft_pair(
-                    self.guest_args(work='fs,ticker', disk_loops=FS_LOOPS,
+                    self.guest_args(work='fs,ticker' +
+                                    (',smp' if smp > 1 else ''),
+                                    disk_loops=FS_LOOPS, smp_epochs=0,
                                     fs_kb=kib, poweroff=1),
                     primary_args=shared_drive(img, False, fmt=fmt, bus=bus),
-                    backup_args=shared_drive(img, True, fmt=fmt, bus=bus))
+                    backup_args=shared_drive(img, True, fmt=fmt, bus=bus),
+                    smp=smp)
                 # A random moment, in loops rather than seconds: how many
                 # loops a second is the pair's speed, and at least three
                 # must be left for the new primary.
@@ -99,6 +105,9 @@ class SharedDiskTest(FailoverCase):
 
     def test_kill_primary_ext4_virtio_scsi(self):
         self.ext4_kill_trials('raw', KILLS, 'virtio-scsi')
+
+    def test_kill_primary_ext4_smp2(self):
+        self.ext4_kill_trials('raw', SMP_KILLS, smp=2)
 
     def test_kill_primary_ext4_qcow2(self):
         """The same on a qcow2 image: the new primary reloads the qcow2

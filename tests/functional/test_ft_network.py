@@ -19,17 +19,20 @@ import unittest
 from ft_test import BridgedCase
 
 KILLS = int(os.environ.get('FT_NET_KILLS', '2'))
+# ... at -smp 2 (test_ft_smp.py has the other -smp tests)
+SMP_KILLS = int(os.environ.get('FT_SMP_KILLS', '1'))
 
 
 class NetworkFailoverTest(BridgedCase):
 
-    def start(self, rrx='', http_mb=2):
+    def start(self, rrx='', http_mb=2, smp=1):
         net = self.net
+        work = 'echo,http,ticker' + (',smp' if smp > 1 else '')
         p, pcon, b, bcon = self.make_ft_pair(
-            self.guest_args(ip=net.GUEST_IP + '/24', work='echo,http,ticker',
-                            http_mb=http_mb),
+            self.guest_args(ip=net.GUEST_IP + '/24', work=work,
+                            http_mb=http_mb, smp_epochs=0),
             rrx=rrx, primary_args=net.nic_args(0),
-            backup_args=net.nic_args(1))
+            backup_args=net.nic_args(1), smp=smp)
         pcon.wait(r'FT-READY', 180, p)
         sha = re.search(r'HTTP big.bin sha256 ([0-9a-f]+)', pcon.text())
         self.assertIsNotNone(sha)
@@ -51,10 +54,17 @@ class NetworkFailoverTest(BridgedCase):
     def test_kill_primary_tcp_survives(self):
         """kill -9 of the primary at random moments: every TCP connection
         survives, every echoed byte is right, downloads check out."""
+        self.kill_primary_tcp(KILLS)
+
+    def test_kill_primary_tcp_survives_smp2(self):
+        """The same at -smp 2, both vCPUs kept busy (test_ft_smp.py)."""
+        self.kill_primary_tcp(SMP_KILLS, smp=2)
+
+    def kill_primary_tcp(self, kills, smp=1):
         rnd = random.Random(os.environ.get('FT_SEED'))
-        for i in range(KILLS):
+        for i in range(kills):
             with self.subTest(trial=i):
-                p, pcon, b, bcon, sha = self.start()
+                p, pcon, b, bcon, sha = self.start(smp=smp)
                 client, stop = self.net.client(self.workdir, conns=4,
                                                http_sha=sha)
                 time.sleep(rnd.uniform(1, 5))
@@ -71,7 +81,7 @@ class NetworkFailoverTest(BridgedCase):
                 info = b.cmd('x-query-ft')
                 self.assertEqual(info['state'], 'live')
                 self.assertEqual(info['digest']['mismatches'], 0)
-            self.next_trial(i, KILLS)
+            self.next_trial(i, kills)
 
     def test_kill_backup(self):
         """kill -9 of the backup mid-stream: traffic goes on."""

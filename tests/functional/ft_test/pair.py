@@ -28,7 +28,7 @@ class Pair:
     @client_port (a proxy's, say) if not to the server's port.
     @server_netns is the network namespace the server listens in.
     @qemu is another qemu-system-x86_64 for both (such as an older build);
-    @shift, their -icount shift (a number or auto).
+    @shift, their -icount shift (a number or auto); @smp, their vCPUs.
 
     The VMs are made in @workdir (a vm.Workdir), by default one of the
     pair's own.  As a context manager, the pair starts on entry, and on
@@ -42,13 +42,16 @@ class Pair:
                  backup_memory=None, client_port=None, backup_hold=None,
                  host='127.0.0.1', primary_wrapper=(), backup_wrapper=(),
                  tls=None, client_host=None, server_netns=None,
-                 qemu=None, shift=5):
+                 qemu=None, shift=5, smp=1):
         self.own_workdir = workdir is None
         self.workdir = workdir or Workdir('pair')
         self.primary_server = primary_server
         self.server_netns = server_netns
         self.port = free_tcp_port()
         primary_args, backup_args = list(primary_args), list(backup_args)
+        if smp != 1:
+            primary_args += ['-smp', str(smp)]
+            backup_args += ['-smp', str(smp)]
         if protected:
             self.lock_dir = lock or self.workdir.scratch('lock')
             os.makedirs(self.lock_dir, exist_ok=True)

@@ -15,7 +15,7 @@ from .wire import REPLAY_VERSION
 QEMU_ASAN = os.environ.get('FT_QEMU_ASAN', os.path.join(
     BUILD, 'qemu-asan', 'qemu-system-x86_64'))
 
-# Event ids of REPLAY_VERSION 0xe0200d (replay/replay-internal.h)
+# Event ids of REPLAY_VERSION 0xe0200e (replay/replay-internal.h)
 EV_INSTRUCTION = 0
 EV_INTERRUPT = 1
 EV_ASYNC = 3                # + ReplayAsyncEventKind
@@ -31,7 +31,8 @@ EV_RANDOM = 27
 EV_CLOCK, EV_CLOCK_LAST = 28, 29
 EV_CHECKPOINT, EV_CHECKPOINT_LAST = 30, 38
 EV_DIGEST = 39
-EV_END = 40
+EV_VCPU = 40
+EV_END = 41
 HEADER_SIZE = 12
 
 SIGNAL_EXITS = (134, 139)   # a shell's view of SIGABRT and SIGSEGV
@@ -69,7 +70,7 @@ def parse_log(data, block_ids=False):
             p += 8
         elif ev == EV_CHAR_READ_ALL:
             p = array(p)
-        elif ev == EV_CHAR_READ_ALL_ERROR:
+        elif ev in (EV_CHAR_READ_ALL_ERROR, EV_VCPU):
             p += 4
         elif ev == EV_RANDOM:
             p = array(p + 4)
