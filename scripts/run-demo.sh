@@ -16,17 +16,29 @@
 #
 #   scripts/run-demo.sh --cluster [--kill-after S] [--watch S]
 #                       [--fault node|partition|qemu]
+#
+# With --debian, a real Debian system (scripts/build-debian-guest.sh) as
+# the protected VM (scripts/ft-debian-demo.py): an ssh session commits
+# SQLite rows across the kill; then every acknowledged row is checked,
+# the guest powered off and its file system checked.
+#
+#   scripts/run-demo.sh --debian [--kill-after S] [--smp N]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in -h|--help) sed -n '2,18p' "$0"; exit 0;; esac
+case "${1:-}" in -h|--help) sed -n '2,25p' "$0"; exit 0;; esac
 
 bash "$TOP/scripts/install-deps.sh"
 bash "$TOP/scripts/fetch-qemu.sh"
 bash "$TOP/scripts/build-qemu.sh"
 bash "$TOP/scripts/build-guest.sh"
 
+if [ "${1:-}" = --debian ]; then
+    shift
+    bash "$TOP/scripts/build-debian-guest.sh" >/dev/null
+    exec "$HOST_PYTHON" "$TOP/scripts/ft-debian-demo.py" "$@"
+fi
 if [ "${1:-}" = --cluster ]; then
     shift
     exec "$HOST_PYTHON" "$TOP/scripts/ft-cluster-demo.py" "$@"

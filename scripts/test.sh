@@ -10,8 +10,9 @@
 # full build) and runs tests/functional/test_colo.py, which is left out
 # otherwise.
 #
-# 1. installs Debian packages, fetches and patches QEMU, builds it and the
-#    test guest (each step is cached and skipped when up to date);
+# 1. installs Debian packages, fetches and patches QEMU, builds it, the
+#    test guest and the Debian guest (each step is cached and skipped when
+#    up to date);
 # 2. checkpatch on patches/, shellcheck on the scripts, and a check that
 #    QEMU without ft/ still links (scripts/check-seam.py);
 # 3. C unit tests of ft/ (top-level meson build), and QEMU's own unit
@@ -35,6 +36,8 @@ bash "$TOP/scripts/install-deps.sh" || die "dependency installation failed"
 bash "$TOP/scripts/fetch-qemu.sh" || die "fetching/patching QEMU failed"
 bash "$TOP/scripts/build-qemu.sh" || die "building QEMU failed"
 bash "$TOP/scripts/build-guest.sh" || die "building the test guest failed"
+bash "$TOP/scripts/build-debian-guest.sh" >/dev/null ||
+    die "building the Debian guest failed"
 if [ "${FT_SANITIZE:-0}" != 0 ]; then
     # The functional tests run on an ASan+UBSan QEMU; a leak at exit is
     # QEMU's own and not reported, any other finding ends QEMU.
