@@ -14,12 +14,14 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import time
 import unittest
 
 from ft_test import FailoverCase, free_tcp_port, splice_consoles, ticks
 from ft_test.failover import kill_primary_trial
+from ft_test.protect import protect, start_joiner
 
 # How long the lockstep tests run once every vCPU is busy
 SECONDS = int(os.environ.get('FT_SMP_SECONDS', '60'))
@@ -142,6 +144,38 @@ class SmpTest(FailoverCase):
                 ticks(stream)
                 self.assertGreaterEqual(smp_epochs(stream, 2), n + 2)
             self.next_trial(i, KILLS)
+
+    def test_reprotect_smp2(self):
+        """Restoring redundancy at -smp 2: the primary is killed, a new
+        backup joins the VM that went live (x-ft-protect), keeps in
+        lockstep with both vCPUs busy (it starts from the vCPU the live
+        side's log names, in the migrated replay state), and takes over
+        when that one is killed in turn."""
+        append = self.guest_args(work='ticker,smp', smp_epochs=0)
+        p, pcon, b, bcon = self.make_ft_pair(append, smp=2)
+        pcon.wait(r'^SMP epoch 1 ', 300, p)
+        os.kill(p.get_pid(), signal.SIGKILL)
+        self.wait_event(b, 'FT_WENT_LIVE', 60)
+        j, jcon, port, mig = start_joiner(
+            self.wd, 'backup2', append, self.pair.lock_dir,
+            self.pair.vm_uuid, args=['-smp', '2'])
+        data = protect(b, port, mig)
+        self.log.info('protected: %s', data)
+        first = self.ft(j)[0]['digest']['checks']
+        time.sleep(15)
+        info = self.ft(j)[0]
+        self.assertEqual(info['state'], 'streaming', info)
+        self.assertEqual(info['digest']['mismatches'], 0, info)
+        self.assertGreater(info['digest']['checks'], first, info)
+        n = smp_epochs(splice_consoles(pcon.text(), bcon.text())[0], 2)
+        os.kill(b.get_pid(), signal.SIGKILL)
+        self.wait_event(j, 'FT_WENT_LIVE', 60)
+        jcon.wait(rf'^SMP epoch {n + 2} ', 300, j)
+        stream, _ = splice_consoles(pcon.text(), bcon.text())
+        stream, _ = splice_consoles(stream, jcon.text())
+        ticks(stream)
+        self.assertGreaterEqual(smp_epochs(stream, 2), n + 2)
+        self.assertEqual(self.ft(j)[0]['digest']['mismatches'], 0)
 
 
 if __name__ == '__main__':
