@@ -50,6 +50,8 @@
 /* The longest log one input may be: more finds nothing new. */
 #define FUZZ_MAX_STEPS 100000
 #define AUDIO_RING 64
+/* vCPUs the harness stands in for (EVENT_VCPU names one of them) */
+#define FUZZ_VCPUS 4
 
 /* Settings, from the input's first byte */
 #define SET_WRONG_CALLS   0x01  /* call a wrong entry point now and then */
@@ -136,6 +138,18 @@ bool qemu_cpu_is_self(CPUState *cpu)
 
 void qemu_cpu_kick(CPUState *cpu)
 {
+}
+
+static CPUState fuzz_vcpus[FUZZ_VCPUS];
+
+CPUState *qemu_get_cpu(int index)
+{
+    return index >= 0 && index < FUZZ_VCPUS ? &fuzz_vcpus[index] : NULL;
+}
+
+bool cpu_has_work(CPUState *cpu)
+{
+    return true;
 }
 
 void qemu_notify_event(void)
@@ -407,6 +421,10 @@ static void fuzz_consume(unsigned kind, unsigned step)
         /* only right after the vCPU's warp-account checkpoint */
         replay_checkpoint(CHECKPOINT_CLOCK_WARP_ACCOUNT);
         break;
+    case EVENT_VCPU:
+        /* before a vCPU runs; the one the log named, or another */
+        replay_vcpu_turn(qemu_get_cpu(pick(step, FUZZ_VCPUS)));
+        break;
     default:
         g_assert_not_reached();
     }
@@ -451,6 +469,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static ReplayNetState *filters[2];
     int i;
+
+    for (i = 0; i < FUZZ_VCPUS; i++) {
+        fuzz_vcpus[i].cpu_index = i;
+    }
 
     replay_mode = REPLAY_MODE_PLAY;
     replay_mutex_init();        /* and keep it: one thread, as at start-up */
