@@ -62,10 +62,9 @@ static size_t ft_digest_compute_for(FtChannel *ch, uint64_t icount,
     GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
     uint8_t sum[32];
     gsize sum_len = sizeof(sum);
-
-    assert(size >= FT_DIGEST_SIZE);
     CPUState *cpu;
 
+    assert(size >= FT_DIGEST_SIZE);
     CPU_FOREACH(cpu) {
         cpu_dump_state(cpu, f, CPU_DUMP_FPU);
     }
