@@ -46,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description='The Debian guest under FT.')
     ap.add_argument('--kill-after', type=float, default=10,
                     help='seconds of commits before the kill -9')
-    ap.add_argument('--smp', type=int, default=1, help='vCPUs')
+    ap.add_argument('--smp', type=int, default=2, help='vCPUs')
     a = ap.parse_args()
     if os.geteuid() != 0 or not os.path.exists('/dev/net/tun'):
         sys.exit('the Debian demo needs root and /dev/net/tun')

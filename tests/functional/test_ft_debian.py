@@ -9,6 +9,11 @@
 # backup, every row whose commit the client saw acknowledged is still
 # there, and after a clean shutdown the root file system checks clean.
 #
+# The guest has two vCPUs (FT_DEBIAN_SMP, default 2), and the load runs
+# FT_DEBIAN_LOAD_S seconds (default 40-60, at random) before the kill,
+# the backup checked in lockstep (no digest mismatch) just before it.  A
+# player that woke a halted vCPU early failed here within a minute.
+#
 # Copyright (c) 2026 The qemu-ft authors
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -22,6 +27,9 @@ import unittest
 
 from ft_test import BridgedCase
 from ft_test import debian
+
+SMP = int(os.environ.get('FT_DEBIAN_SMP', '2'))
+LOAD_S = os.environ.get('FT_DEBIAN_LOAD_S')
 
 
 class DebianTest(BridgedCase):
@@ -40,12 +48,12 @@ class DebianTest(BridgedCase):
         ip = net.GUEST_IP + '/24'
         t0 = time.monotonic()
         p, pcon, b, bcon = self.make_ft_pair(
-            'unused', memory=debian.MEMORY,
+            'unused', memory=debian.MEMORY, smp=SMP,
             primary_args=net.nic_args(0) + debian.debian_args(img, False, ip),
             backup_args=net.nic_args(1) + debian.debian_args(img, True, ip))
         pcon.wait(r'FT-READY', 600, p)
-        self.log.info('Debian guest ready %.1f s after launch',
-                      time.monotonic() - t0)
+        self.log.info('Debian guest (-smp %d) ready %.1f s after launch',
+                      SMP, time.monotonic() - t0)
         ssh = debian.Ssh(net.ns, net.GUEST_IP)
         db = debian.Sqlite(ssh)
         shell = subprocess.Popen(
@@ -67,7 +75,10 @@ class DebianTest(BridgedCase):
         t.start()
         try:
             rnd = random.Random(os.environ.get('FT_SEED'))
-            time.sleep(rnd.uniform(3, 8))
+            time.sleep(float(LOAD_S) if LOAD_S else rnd.uniform(40, 60))
+            info = b.cmd('x-query-ft')
+            self.assertEqual((info['state'], info['digest']['mismatches']),
+                             ('streaming', 0), info.get('error'))
             before = len(db.acked)
             os.kill(p.get_pid(), signal.SIGKILL)
             live = self.wait_event(b, 'FT_WENT_LIVE', 60)
