@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+#
+# The chaos run's independent checker.  It knows nothing of how the pair
+# works: it reads only what the outside world saw in a run directory of
+# ftchaos.py, and judges it.
+#
+#   client.json    the TCP echo and HTTP client's results (every byte it
+#                  sent came back unchanged; every download's sha256)
+#   console-*.log  each VM's console bytes: the ticks, spliced across the
+#                  VMs that were live one after the other, must be
+#                  complete and in order
+#   wire-N.pcap    frames on each node's link to the network, captured
+#                  outside the node: frames from the guest's MAC address
+#                  from two nodes, interleaved, mean two live VMs, unless
+#                  the old one's are TCP data the new one sent too (late)
+#   samples.jsonl  each VM's own state (x-query-ft), sampled four times a
+#                  second: two "live" at once is split brain too; the
+#                  backups' divergence digest mismatches must stay 0
+#   events.jsonl   the faults injected, failovers, re-protections (only
+#                  for the report and the plot)
+#
+#   python3 tests/chaos/checker.py RUN_DIR      (exit 1 on a violation)
+#
+# Writes RUN_DIR/report.json, report.txt and timeline.png.
+#
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+import collections
+import glob
+import json
+import os
+import re
+import struct
+import sys
+
+# A frame from a node that is no longer the sender, this soon after
+# another took over, and not a late delivery: two VMs were sending.
+SWITCH_S = 5.0
+
+
+def read_jsonl(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    out.append(json.loads(line))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def pcap_frames(path, mac):
+    """(time, frame) of the frames in the pcap file @path whose source is
+    @mac (bytes)."""
+    times = []
+    with open(path, 'rb') as f:
+        head = f.read(24)
+        if len(head) < 24:
+            return times
+        magic = struct.unpack('<I', head[:4])[0]
+        if magic in (0xa1b2c3d4, 0xa1b23c4d):
+            endian = '<'
+        else:
+            endian = '>'
+            magic = struct.unpack('>I', head[:4])[0]
+        scale = 1e-9 if magic == 0xa1b23c4d else 1e-6
+        while True:
+            rec = f.read(16)
+            if len(rec) < 16:
+                break
+            sec, frac, incl, _ = struct.unpack(endian + 'IIII', rec)
+            data = f.read(incl)
+            if len(data) < incl:
+                break
+            if data[6:12] == mac:
+                times.append((sec + frac * scale, data))
+    return times
+
+
+def tcp_segment(frame):
+    """(flow, first seq, end seq) of an IPv4 TCP segment, else None."""
+    if len(frame) < 34 or frame[12:14] != b'\x08\x00':
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 15) * 4
+    if ip[9] != 6 or len(ip) < ihl + 20:
+        return None
+    total = struct.unpack('>H', ip[2:4])[0]
+    tcp = ip[ihl:]
+    sport, dport, seq = struct.unpack('>HHI', tcp[:8])
+    doff = (tcp[12] >> 4) * 4
+    flags = tcp[13]
+    length = total - ihl - doff + (1 if flags & 3 else 0)   # SYN, FIN
+    return (ip[12:16], sport, ip[16:20], dport), seq, \
+        (seq + length) & 0xffffffff, bytes(tcp[doff:total - ihl])
+
+
+def same_as_sent(seg, node, frames):
+    """Did @node send exactly the bytes of TCP segment @seg (its seq
+    range, on its flow)?"""
+    flow, seq, end, payload = seg
+    need = (end - seq) & 0xffffffff
+    if not payload or need != len(payload):
+        return False
+    got = bytearray(len(payload))
+    have = [False] * len(payload)
+    for _, n, data in frames:
+        if n != node:
+            continue
+        other = tcp_segment(data)
+        if not other or other[0] != flow or not other[3]:
+            continue
+        off = (other[1] - seq) & 0xffffffff
+        if off >= 0x80000000:
+            off -= 1 << 32
+        for i, b in enumerate(other[3]):
+            j = off + i
+            if 0 <= j < len(payload):
+                if have[j] and got[j] != b:
+                    return False
+                got[j], have[j] = b, True
+    return all(have) and bytes(got) == payload
+
+
+def judge_wire(run, mac):
+    """Frames from the guest's MAC per node, and the ones that show two
+    VMs sending.  One live VM at a time means one change of sender per
+    failover.  An old primary may still deliver, late, TCP data that the
+    new one sent too, byte for byte (output the backup had acknowledged,
+    released from a queue after a stop): that is network delay, and TCP
+    takes it.  Anything else from a node other than the newest sender,
+    within SWITCH_S of the switch, is a second VM sending: a frame that
+    is not TCP, or TCP data the new sender never sent."""
+    frames = []
+    per_node = {}
+    for path in sorted(glob.glob(os.path.join(run, 'wire-*.pcap'))):
+        node = re.match(r'wire-(.+)\.pcap$', os.path.basename(path)).group(1)
+        f = pcap_frames(path, mac)
+        per_node[node] = len(f)
+        frames += [(t, node, data) for t, data in f]
+    frames.sort(key=lambda x: x[0])
+    switches = []
+    suspects = []
+    current = None      # the newest sender
+    since = 0.0         # when it took over
+    for t, node, data in frames:
+        if current is None:
+            current = node
+        elif node != current:
+            if switches and t - since < SWITCH_S:
+                suspects.append((t, node, current, t - since, data))
+                continue
+            switches.append((t, f'{current}->{node}'))
+            current, since = node, t
+    violations = []
+    late = 0
+    for t, node, new, after, data in suspects:
+        seg = tcp_segment(data)
+        if seg and (not seg[3] or same_as_sent(seg, new, frames)):
+            late += 1
+            continue
+        violations.append(
+            f'{node} sent a guest frame at {t:.3f}, {after:.3f} s after '
+            f'{new} took over: ' + ('TCP data that differs from what '
+                                    f'{new} sent' if seg else 'not TCP'))
+    return per_node, len(frames), [s for _, s in switches], late, \
+        violations[:20]
+
+
+def splice(stream, text):
+    """@text, a console that took over from @stream: a live backup's
+    console repeats what the primary printed (the same replayed
+    output), then goes on."""
+    if not stream:
+        return text
+    for k in range(min(len(stream), len(text)), 0, -1):
+        if stream.endswith(text[:k]):
+            return stream + text[k:]
+    return stream + text
+
+
+def judge_ticks(run):
+    """The ticks across the consoles, in the order their VMs went live
+    (the one that booted first, then by first tick)."""
+    files = []
+    for path in glob.glob(os.path.join(run, 'console-*.log')):
+        with open(path, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace').replace('\r', '')
+        if not text:
+            continue
+        first = re.search(r'^TICK (\d+)$', text, re.M)
+        files.append((0 if 'FT-BOOT' in text else 1,
+                      int(first.group(1)) if first else 1 << 30, path, text))
+    files.sort()
+    stream = ''
+    for _, _, _, text in files:
+        stream = splice(stream, text)
+    seen = [int(x) for x in re.findall(r'^TICK (\d+)$', stream, re.M)]
+    violations = []
+    for a, b in zip(seen, seen[1:]):
+        if b != a + 1:
+            violations.append(f'console ticks: {b} follows {a}')
+            if len(violations) > 10:
+                break
+    if not seen:
+        violations.append('console ticks: none')
+    return len(files), seen, violations
+
+
+def judge_client(run):
+    violations = []
+    try:
+        with open(os.path.join(run, 'client.json')) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        return {}, [f'client: no result ({e})']
+    for e in res.get('echo', []):
+        if e.get('error'):
+            violations.append(f'TCP echo connection {e["id"]}: {e["error"]}')
+        elif not e.get('verified'):
+            violations.append(f'TCP echo connection {e["id"]}: nothing '
+                              'echoed')
+    http = res.get('http')
+    if http and http.get('error'):
+        violations.append(f'HTTP: {http["error"]}')
+    return res, violations
+
+
+def judge_samples(samples):
+    """Two VMs that said "live" in one sample; the largest digest
+    mismatch count any VM reported."""
+    violations = []
+    mismatches = 0
+    for s in samples:
+        live = [n for n, i in s['vms'].items() if i and i['state'] == 'live']
+        if len(live) > 1:
+            violations.append(f'two VMs live at {s["t"]:.3f}: {live}')
+        for i in s['vms'].values():
+            if i:
+                mismatches = max(mismatches, i.get('mismatches', 0))
+    if mismatches:
+        violations.append(f'divergence digests: {mismatches} mismatches')
+    return mismatches, violations[:20]
+
+
+def plot(run, events, samples, path):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    if not samples:
+        return False
+    t0 = samples[0]['t']
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(12, 6))
+    ts = [(s['t'] - t0) / 60 for s in samples]
+    ax1.plot(ts, [s.get('lag_ms') or 0 for s in samples], lw=0.7,
+             label='backup lag (ms)')
+    ax1.set_ylabel('lag ms')
+    ax2.plot(ts, [s.get('log_mbps') or 0 for s in samples], lw=0.7,
+             color='tab:green', label='log Mbit/s')
+    ax2.set_ylabel('log Mbit/s')
+    ax2.set_xlabel('minutes')
+    colours = {}
+    for e in events:
+        x = (e['t'] - t0) / 60
+        if e['kind'] == 'fault':
+            c = colours.setdefault(e['fault'], f'C{len(colours) % 10}')
+            for ax in (ax1, ax2):
+                ax.axvline(x, color=c, lw=0.8, ls='--')
+            ax1.annotate(e['fault'], (x, 1.0), xycoords=('data',
+                         'axes fraction'), rotation=90, fontsize=6,
+                         va='top', color=c)
+        elif e['kind'] == 'live':
+            ax2.plot([x], [0], marker='^', color='red')
+        elif e['kind'] == 'protected':
+            ax2.plot([x], [0], marker='o', color='black', ms=3)
+    ax1.set_title('chaos run: faults (dashed), go-live (red), protected '
+                  'again (black)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def check(run):
+    with open(os.path.join(run, 'run.json')) as f:
+        meta = json.load(f)
+    mac = bytes.fromhex(meta['mac'].replace(':', ''))
+    events = read_jsonl(os.path.join(run, 'events.jsonl'))
+    samples = read_jsonl(os.path.join(run, 'samples.jsonl'))
+    report = {'seconds': meta.get('seconds'), 'seed': meta.get('seed')}
+    violations = []
+
+    client, v = judge_client(run)
+    violations += v
+    echo = client.get('echo', [])
+    report['echo connections'] = len(echo)
+    report['echo bytes verified'] = sum(e.get('verified', 0) for e in echo)
+    report['echo longest stall s'] = max(
+        [e.get('max_stall_s', 0) for e in echo] or [0])
+    http = client.get('http') or {}
+    report['http downloads verified'] = http.get('downloads', 0)
+    report['http bytes verified'] = http.get('bytes', 0)
+
+    n, seen, v = judge_ticks(run)
+    violations += v
+    report['consoles'] = n
+    report['ticks'] = len(seen)
+    report['ticks first..last'] = [seen[0], seen[-1]] if seen else []
+
+    per_node, frames, switches, late, v = judge_wire(run, mac)
+    violations += v
+    report['guest frames captured'] = frames
+    report['guest frames per node'] = per_node
+    report['sender switches'] = len(switches)
+    report['late TCP segments from an old sender'] = late
+    report['sender switch list'] = switches[:50]
+
+    mismatches, v = judge_samples(samples)
+    violations += v
+    report['digest mismatches'] = mismatches
+    report['state samples'] = len(samples)
+
+    faults = collections.Counter(e['fault'] for e in events
+                                 if e['kind'] == 'fault')
+    report['faults'] = dict(sorted(faults.items()))
+    report['faults total'] = sum(faults.values())
+    report['failovers'] = sum(1 for e in events if e['kind'] == 'live')
+    # the first is the pair that booted
+    report['re-protections'] = max(0, sum(1 for e in events
+                                          if e['kind'] == 'protected') - 1)
+    report['not protected again'] = [e for e in events
+                                     if e['kind'] == 'stuck']
+    for e in events:
+        if e['kind'] == 'stuck':
+            violations.append(f'not protected again after {e["fault"]}: '
+                              f'{e.get("why", "")}')
+    report['violations'] = violations
+    report['plot'] = plot(run, events, samples,
+                          os.path.join(run, 'timeline.png'))
+    with open(os.path.join(run, 'report.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    lines = [f'{k}: {v}' for k, v in report.items() if k != 'violations']
+    lines.append(f'violations: {len(violations)}')
+    lines += [f'  - {v}' for v in violations]
+    with open(os.path.join(run, 'report.txt'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return report
+
+
+def main():
+    report = check(sys.argv[1])
+    with open(os.path.join(sys.argv[1], 'report.txt')) as f:
+        print(f.read(), end='')
+    return 1 if report['violations'] else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
