@@ -27,6 +27,7 @@
 
 import collections
 import glob
+import heapq
 import json
 import os
 import re
@@ -53,12 +54,11 @@ def read_jsonl(path):
 
 def pcap_frames(path, mac):
     """(time, frame) of the frames in the pcap file @path whose source is
-    @mac (bytes)."""
-    times = []
+    @mac (bytes), one at a time."""
     with open(path, 'rb') as f:
         head = f.read(24)
         if len(head) < 24:
-            return times
+            return
         magic = struct.unpack('<I', head[:4])[0]
         if magic in (0xa1b2c3d4, 0xa1b23c4d):
             endian = '<'
@@ -75,8 +75,7 @@ def pcap_frames(path, mac):
             if len(data) < incl:
                 break
             if data[6:12] == mac:
-                times.append((sec + frac * scale, data))
-    return times
+                yield sec + frac * scale, data
 
 
 def tcp_segment(frame):
@@ -97,31 +96,39 @@ def tcp_segment(frame):
         (seq + length) & 0xffffffff, bytes(tcp[doff:total - ihl])
 
 
-def same_as_sent(seg, node, frames):
-    """Did @node send exactly the bytes of TCP segment @seg (its seq
-    range, on its flow)?"""
-    flow, seq, end, payload = seg
-    need = (end - seq) & 0xffffffff
-    if not payload or need != len(payload):
-        return False
-    got = bytearray(len(payload))
-    have = [False] * len(payload)
-    for _, n, data in frames:
-        if n != node:
-            continue
-        other = tcp_segment(data)
-        if not other or other[0] != flow or not other[3]:
-            continue
+class Suspect:
+    """A frame from an old sender after another took over."""
+
+    def __init__(self, t, node, new, after, data):
+        self.t, self.node, self.new, self.after = t, node, new, after
+        self.seg = tcp_segment(data)
+        n = len(self.seg[3]) if self.seg else 0
+        self.got, self.have = bytearray(n), [False] * n
+        self.differs = False
+
+    def take(self, other):
+        """Bytes the new sender sent on the same flow."""
+        flow, seq, _, payload = self.seg
+        if other[0] != flow or not other[3]:
+            return
         off = (other[1] - seq) & 0xffffffff
         if off >= 0x80000000:
             off -= 1 << 32
-        for i, b in enumerate(other[3]):
-            j = off + i
-            if 0 <= j < len(payload):
-                if have[j] and got[j] != b:
-                    return False
-                got[j], have[j] = b, True
-    return all(have) and bytes(got) == payload
+        lo, hi = max(0, -off), min(len(other[3]), len(payload) - off)
+        for i in range(lo, hi):
+            j, b = off + i, other[3][i]
+            if self.have[j] and self.got[j] != b:
+                self.differs = True
+            self.got[j], self.have[j] = b, True
+
+    def late(self):
+        """TCP that the new sender sent too, byte for byte (as far as
+        the capture holds them), or a bare ACK: a late delivery."""
+        if not self.seg:
+            return False
+        payload = self.seg[3]
+        return not payload or (all(self.have) and not self.differs and
+                                bytes(self.got) == payload)
 
 
 def judge_wire(run, mac):
@@ -132,41 +139,58 @@ def judge_wire(run, mac):
     released from a queue after a stop): that is network delay, and TCP
     takes it.  Anything else from a node other than the newest sender,
     within SWITCH_S of the switch, is a second VM sending: a frame that
-    is not TCP, or TCP data the new sender never sent."""
-    frames = []
-    per_node = {}
+    is not TCP, or TCP data the new sender never sent.  Streams the
+    captures: twice through, holding only the suspects."""
+    paths = {}
     for path in sorted(glob.glob(os.path.join(run, 'wire-*.pcap'))):
         node = re.match(r'wire-(.+)\.pcap$', os.path.basename(path)).group(1)
-        f = pcap_frames(path, mac)
-        per_node[node] = len(f)
-        frames += [(t, node, data) for t, data in f]
-    frames.sort(key=lambda x: x[0])
+        paths[node] = path
+
+    def tagged(node):
+        for t, data in pcap_frames(paths[node], mac):
+            yield t, node, data
+    per_node = collections.Counter()
     switches = []
     suspects = []
     current = None      # the newest sender
     since = 0.0         # when it took over
-    for t, node, data in frames:
+    for t, node, data in heapq.merge(*map(tagged, paths),
+                                     key=lambda x: x[0]):
+        per_node[node] += 1
         if current is None:
             current = node
         elif node != current:
             if switches and t - since < SWITCH_S:
-                suspects.append((t, node, current, t - since, data))
+                suspects.append(Suspect(t, node, current, t - since, data))
                 continue
             switches.append((t, f'{current}->{node}'))
             current, since = node, t
+    for node in paths:
+        mine = [s for s in suspects if s.new == node and s.seg and
+                s.seg[3]]
+        if not mine:
+            continue
+        lo = min(s.t - s.after for s in mine) - 60
+        hi = max(s.t for s in mine) + 60
+        for t, data in pcap_frames(paths[node], mac):
+            if lo <= t <= hi:
+                other = tcp_segment(data)
+                if other:
+                    for s in mine:
+                        s.take(other)
     violations = []
     late = 0
-    for t, node, new, after, data in suspects:
-        seg = tcp_segment(data)
-        if seg and (not seg[3] or same_as_sent(seg, new, frames)):
+    for s in suspects:
+        if s.late():
             late += 1
             continue
         violations.append(
-            f'{node} sent a guest frame at {t:.3f}, {after:.3f} s after '
-            f'{new} took over: ' + ('TCP data that differs from what '
-                                    f'{new} sent' if seg else 'not TCP'))
-    return per_node, len(frames), [s for _, s in switches], late, \
-        violations[:20]
+            f'{s.node} sent a guest frame at {s.t:.3f}, {s.after:.3f} s '
+            f'after {s.new} took over: ' +
+            (f'TCP data that differs from what {s.new} sent' if s.seg
+             else 'not TCP'))
+    return dict(per_node), sum(per_node.values()), \
+        [s for _, s in switches], late, violations[:20]
 
 
 def splice(stream, text):

@@ -7,10 +7,11 @@
 # restores redundancy after each; the independent checker
 # (tests/chaos/checker.py) must find no violation.
 #
-# FT_CHAOS_MINUTES sets its length (default 0: skipped); FT_SEED its
-# faults.  CheckerTest feeds the checker made-up runs, clean and with a
-# second VM sending, a gap in the ticks, a lost byte.  The report, the plot and the captures stay in the test's log
-# directory when it fails.
+# FT_CHAOS_MINUTES sets its length (default 0: skipped; scripts/test.sh
+# sets 4), FT_SEED its faults.  The report, the plot and the fault log
+# are copied to build/test-results/chaos-PID, whatever the outcome.
+# CheckerTest feeds the checker made-up runs: clean, a second VM sending,
+# a lost tick, a wrong byte.
 #
 # SPDX-License-Identifier: GPL-2.0-or-later
 
@@ -50,6 +51,14 @@ class ChaosTest(FTTestCase):
         self.log.info('%s', r.stdout[-4000:])
         with open(os.path.join(out, 'report.json')) as f:
             report = json.load(f)
+        # The report and the plot are kept whatever the outcome
+        keep = os.path.join(TOP, 'build', 'test-results',
+                            f'chaos-{os.getpid()}')
+        os.makedirs(keep, exist_ok=True)
+        for name in ('report.json', 'report.txt', 'timeline.png',
+                     'events.jsonl'):
+            if os.path.exists(os.path.join(out, name)):
+                shutil.copy(os.path.join(out, name), keep)
         print(f'\nchaos: {report["faults total"]} faults '
               f'{report["faults"]}, {report["failovers"]} failovers, '
               f'{report["re-protections"]} re-protections, '
