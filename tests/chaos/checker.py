@@ -34,6 +34,13 @@ import re
 import struct
 import sys
 
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(TOP, 'tests', 'functional'))
+sys.path.insert(0, os.path.join(TOP, 'scripts'))
+from ft_test.console import splice_consoles  # noqa: E402
+from ftresource import consoles  # noqa: E402
+
 # A frame from a node that is no longer the sender, this soon after
 # another took over, and not a late delivery: two VMs were sending.
 SWITCH_S = 5.0
@@ -193,36 +200,23 @@ def judge_wire(run, mac):
         [s for _, s in switches], late, violations[:20]
 
 
-def splice(stream, text):
-    """@text, a console that took over from @stream: a live backup's
-    console repeats what the primary printed (the same replayed
-    output), then goes on."""
-    if not stream:
-        return text
-    for k in range(min(len(stream), len(text)), 0, -1):
-        if stream.endswith(text[:k]):
-            return stream + text[k:]
-    return stream + text
-
-
 def judge_ticks(run):
     """The ticks across the consoles, in the order their VMs went live
-    (the one that booted first, then by first tick)."""
-    files = []
-    for path in glob.glob(os.path.join(run, 'console-*.log')):
+    (ftresource.consoles()), each continuing the one before
+    (splice_consoles(): a live backup's console repeats what the primary
+    printed, then goes on)."""
+    stream = ''
+    violations = []
+    files = consoles(run)
+    for path in files:
         with open(path, 'rb') as f:
             text = f.read().decode('utf-8', 'replace').replace('\r', '')
-        if not text:
-            continue
-        first = re.search(r'^TICK (\d+)$', text, re.M)
-        files.append((0 if 'FT-BOOT' in text else 1,
-                      int(first.group(1)) if first else 1 << 30, path, text))
-    files.sort()
-    stream = ''
-    for _, _, _, text in files:
-        stream = splice(stream, text)
+        try:
+            stream = splice_consoles(stream, text)[0] if stream else text
+        except AssertionError as e:
+            violations.append(f'console {os.path.basename(path)}: {e}')
+            stream += text
     seen = [int(x) for x in re.findall(r'^TICK (\d+)$', stream, re.M)]
-    violations = []
     for a, b in zip(seen, seen[1:]):
         if b != a + 1:
             violations.append(f'console ticks: {b} follows {a}')

@@ -228,7 +228,6 @@ class Run:
         self.cl = Cluster(a.tag, os.path.join(self.out, 'cluster'))
         captures = []
         client = None
-        rc = 1
         try:
             self.cl.up()
             install_ocf_agent(AGENT)
@@ -297,8 +296,7 @@ class Run:
         report = checker.check(self.out)
         with open(os.path.join(self.out, 'report.txt')) as f:
             print(f.read(), end='')
-        rc = 1 if report['violations'] else 0
-        return rc
+        return 1 if report['violations'] else 0
 
 
 def main():
