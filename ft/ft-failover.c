@@ -475,6 +475,7 @@ static void ft_go_live(FtChannel *ch)
     g_queue_init(&ch->held);
     ch->held_bytes = 0;
     qemu_mutex_unlock(&ch->lock);
+    ft_fence_begin(ch);
 
     trace_ft_go_live(ch->live_icount, (int64_t)(ms * 1000));
     /* What the primary may not have let out: a repeat at most. */

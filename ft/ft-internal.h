@@ -321,6 +321,16 @@ struct FtChannel {
     FtStream *live;
     uint64_t live_icount;           /* lock */
     double failover_ms;             /* lock */
+    /*
+     * rrfence=on: a backup that went live holds its disk writes in
+     * fenced until x-ft-release-writes (ft-fence.c).
+     */
+    bool fence_writes;              /* fixed: rrfence */
+    bool writes_fenced;             /* lock */
+    GQueue fenced;                  /* lock: FtFenced */
+    int64_t fence_start_ns;         /* lock */
+    double fence_ms;                /* lock */
+    VMChangeStateEntry *fence_vmstate;  /* BQL */
     QEMUTimer *exit_timer;          /* BQL */
 
     /*
@@ -488,5 +498,12 @@ void ft_start_arbitration_locked(FtChannel *ch);
 /* ft-digest.c */
 extern const ReplayDigestOps ft_digest_ops;
 void ft_diverged_locked(FtChannel *ch, uint64_t icount, const char *what);
+
+/* ft-fence.c: a survivor's writes wait until its old primary is fenced */
+void ft_fence_begin(FtChannel *ch);
+bool ft_fence_hold(FtChannel *ch, QEMUBHFunc *cb, void *opaque, int *ret);
+bool ft_fence_busy(FtChannel *ch);
+void ft_fence_cleanup(FtChannel *ch);
+void ft_fence_info(FtChannel *ch, FtInfo *info);
 
 #endif

@@ -188,6 +188,7 @@ static bool ft_parse_opts(FtChannel *ch, QemuOpts *opts, Error **errp)
     }
     ch->insecure = qemu_opt_get_bool(opts, "rrinsecure", false);
     ch->join = qemu_opt_get_bool(opts, "rrjoin", false);
+    ch->fence_writes = qemu_opt_get_bool(opts, "rrfence", false);
     if (ch->join && ch->role != FT_ROLE_BACKUP) {
         error_setg(errp, "rrjoin=on is for a backup (rr=replay) that joins "
                    "a running primary");

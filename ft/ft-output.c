@@ -218,11 +218,15 @@ bool ft_output_hold_packet(NetFilterState *nf, NetClientState *sender,
 }
 
 /* Disk writes wait here until the log up to their issue is acknowledged. */
-static bool ft_out_when_safe(void *opaque, QEMUBHFunc *cb, void *cb_opaque)
+static bool ft_out_when_safe(void *opaque, QEMUBHFunc *cb, void *cb_opaque,
+                             int *ret)
 {
     FtChannel *ch = opaque;
     FtHeld *h;
 
+    if (ft_fence_hold(ch, cb, cb_opaque, ret)) {
+        return true;
+    }
     if (qatomic_load_acquire(&ch->live)) {
         return false;
     }

@@ -478,6 +478,12 @@ static void ft_protect_prepare(FtProtectCmd *cmd)
         error_setg(&cmd->err, "the VM must be running");
         return;
     }
+    if (ft_fence_busy(cur)) {
+        error_setg(&cmd->err, "its disk writes wait for "
+                   "x-ft-release-writes: the old primary is not known to "
+                   "be fenced yet");
+        return;
+    }
     if (cmd->max_pause_ms < 1 || cmd->max_pause_ms > 10000) {
         error_setg(&cmd->err, "max-pause-ms must be 1..10000");
         return;

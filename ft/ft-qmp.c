@@ -129,6 +129,7 @@ FtInfo *qmp_x_query_ft(Error **errp)
         info->went_live_icount = ch->live_icount;
         info->failover_ms = ch->failover_ms;
     }
+    ft_fence_info(ch, info);
     qemu_mutex_unlock(&ch->lock);
     return info;
 }

@@ -434,6 +434,7 @@ void ft_channel_free(FtChannel *ch)
     if (ch->machine_done.notify) {
         qemu_remove_machine_init_done_notifier(&ch->machine_done);
     }
+    ft_fence_cleanup(ch);
     qemu_bh_delete(ch->bh);
     qemu_bh_delete(ch->release_bh);
     if (ch->exit_timer) {

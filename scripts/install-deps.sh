@@ -91,6 +91,8 @@ PKGS=(
     # test_ft_smp.py changes one vCPU's registers on a backup through
     # QEMU's gdbstub
     gdb
+    # test_ft_fence.py: a storage path that holds writes (FUSE)
+    python3-fusepy
     # the Debian guest (scripts/build-debian-guest.sh) and its tests' ssh
     mmdebstrap openssh-client
 )

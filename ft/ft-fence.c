@@ -1,0 +1,179 @@
+/*
+ * FT: a survivor's disk writes wait until its old primary is fenced
+ *
+ * Copyright (c) 2026 The qemu-ft authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The lock decides which side goes live, but it cannot recall a write
+ * that a hung primary already handed to its host's storage stack: such
+ * a write can land after the survivor wrote newer data to the same
+ * block.  With rrfence=on a backup that went live holds its writes to
+ * the shared disks (the writes it redoes first among them) until
+ * x-ft-release-writes says that the old primary can write no more,
+ * which a cluster manager knows once that process has exited or its
+ * host was fenced.  Reads, packets and console output do not wait.
+ *
+ * A VM that stops meanwhile fails the held writes with EIO: a stop
+ * drains the disks, and the release cannot come while it waits.  The
+ * writes that come once it runs again are held as before.
+ * docs/fencing.md has the design and what each case costs.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/error-report.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-ft.h"
+#include "system/runstate.h"
+#include "ft-internal.h"
+#include "trace.h"
+
+typedef struct FtFenced {
+    QEMUBHFunc *cb;
+    void *opaque;
+    int *ret;
+} FtFenced;
+
+/* Call held writes' callbacks, after setting their outcome to @ret. */
+static void ft_fence_wake(GQueue *q, int ret)
+{
+    FtFenced *f;
+
+    while ((f = g_queue_pop_head(q))) {
+        if (ret < 0) {
+            *f->ret = ret;
+        }
+        f->cb(f->opaque);
+        g_free(f);
+    }
+}
+
+static void ft_fence_vm_state(void *opaque, bool running, RunState state)
+{
+    FtChannel *ch = opaque;
+    GQueue q = G_QUEUE_INIT;
+
+    if (running) {
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    q = ch->fenced;
+    g_queue_init(&ch->fenced);
+    qemu_mutex_unlock(&ch->lock);
+    if (q.length) {
+        warn_report("ft: the VM stopped (%s) while %u disk writes waited "
+                    "for x-ft-release-writes: they fail", RunState_str(state),
+                    q.length);
+        trace_ft_fence_fail(q.length);
+    }
+    ft_fence_wake(&q, -EIO);
+}
+
+/* Going live (BQL): from now on, writes wait for the release. */
+void ft_fence_begin(FtChannel *ch)
+{
+    if (!ch->fence_writes) {
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    ch->writes_fenced = true;
+    ch->fence_start_ns = ft_now_ns();
+    qemu_mutex_unlock(&ch->lock);
+    ch->fence_vmstate = qemu_add_vm_change_state_handler(ft_fence_vm_state,
+                                                         ch);
+    info_report("ft: backup: writes to the shared disks wait until "
+                "x-ft-release-writes (rrfence=on)");
+}
+
+/* The output seam, on a survivor: hold the write (true) or not. */
+bool ft_fence_hold(FtChannel *ch, QEMUBHFunc *cb, void *opaque, int *ret)
+{
+    FtFenced *f;
+
+    qemu_mutex_lock(&ch->lock);
+    if (!ch->writes_fenced) {
+        qemu_mutex_unlock(&ch->lock);
+        return false;
+    }
+    f = g_new0(FtFenced, 1);
+    f->cb = cb;
+    f->opaque = opaque;
+    f->ret = ret;
+    g_queue_push_tail(&ch->fenced, f);
+    trace_ft_fence_hold(ch->fenced.length);
+    qemu_mutex_unlock(&ch->lock);
+    return true;
+}
+
+bool ft_fence_busy(FtChannel *ch)
+{
+    bool busy;
+
+    qemu_mutex_lock(&ch->lock);
+    busy = ch->writes_fenced;
+    qemu_mutex_unlock(&ch->lock);
+    return busy;
+}
+
+/* At exit: a survivor that never got its release lets nothing out. */
+void ft_fence_cleanup(FtChannel *ch)
+{
+    GQueue q = G_QUEUE_INIT;
+
+    if (ch->fence_vmstate) {
+        qemu_del_vm_change_state_handler(ch->fence_vmstate);
+        ch->fence_vmstate = NULL;
+    }
+    qemu_mutex_lock(&ch->lock);
+    q = ch->fenced;
+    g_queue_init(&ch->fenced);
+    qemu_mutex_unlock(&ch->lock);
+    ft_fence_wake(&q, -EIO);
+}
+
+void ft_fence_info(FtChannel *ch, FtInfo *info)
+{
+    /* ch->lock is held */
+    if (!ch->fence_writes || !ch->live) {
+        return;
+    }
+    info->has_writes_fenced = info->has_fenced_writes = true;
+    info->writes_fenced = ch->writes_fenced;
+    info->fenced_writes = ch->fenced.length;
+    if (!ch->writes_fenced) {
+        info->has_fence_ms = true;
+        info->fence_ms = ch->fence_ms;
+    }
+}
+
+void qmp_x_ft_release_writes(Error **errp)
+{
+    FtChannel *ch = ft_current();
+    GQueue q = G_QUEUE_INIT;
+    double ms;
+
+    if (!ch || !ch->fence_writes || !qatomic_load_acquire(&ch->live)) {
+        error_setg(errp, "this VM is not a backup that went live with "
+                   "rrfence=on");
+        return;
+    }
+    qemu_mutex_lock(&ch->lock);
+    if (!ch->writes_fenced) {
+        qemu_mutex_unlock(&ch->lock);
+        return;
+    }
+    ch->writes_fenced = false;
+    ms = (ft_now_ns() - ch->fence_start_ns) / (double)SCALE_MS;
+    ch->fence_ms = ms;
+    q = ch->fenced;
+    g_queue_init(&ch->fenced);
+    qemu_mutex_unlock(&ch->lock);
+    if (ch->fence_vmstate) {
+        qemu_del_vm_change_state_handler(ch->fence_vmstate);
+        ch->fence_vmstate = NULL;
+    }
+    trace_ft_fence_release(q.length, (int64_t)(ms * 1000));
+    info_report("ft: backup: the old primary is fenced: %u held disk writes "
+                "go, %.1f ms after going live", q.length, ms);
+    ft_fence_wake(&q, 0);
+}
