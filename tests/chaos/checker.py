@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 #
 # The chaos run's independent checker.  It knows nothing of how the pair
 # works: it reads only what the outside world saw in a run directory of
@@ -351,6 +351,12 @@ def check(run):
     # the first is the pair that booted
     report['re-protections'] = max(0, sum(1 for e in events
                                           if e['kind'] == 'protected') - 1)
+    fence = sorted(e['ms'] for e in events if e['kind'] == 'fenced')
+    if fence:
+        report['survivor writes held ms p50/p99/max'] = [
+            fence[len(fence) // 2], fence[min(len(fence) - 1,
+                                              len(fence) * 99 // 100)],
+            fence[-1]]
     report['not protected again'] = [e for e in events
                                      if e['kind'] == 'stuck']
     for e in events:

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 #
 # The chaos run: a protected VM on a three-node corosync + Pacemaker
 # cluster (scripts/ftcluster.py, the resource of scripts/ocf/vm), under
@@ -186,10 +186,23 @@ class Run:
                     self.event('protected', primary=got[0], backup=got[1],
                                generation=got[2],
                                seconds=round(time.time() - t0, 2))
+                if got[0] != p:
+                    self.fenced(got[0])
                 return got
             time.sleep(1)
         self.event('stuck', fault=name, why=str(self.res.states(self.nodes)))
         return None
+
+    def fenced(self, node):
+        """The agent's record of how long the survivor on @node held its
+        disk writes after going live (rrfence=on, docs/fencing.md)."""
+        try:
+            with open(self.res.path(node, 'agent.log')) as f:
+                ms = re.findall(r'disk writes released (\d+) ms', f.read())
+        except OSError:
+            ms = []
+        if ms:
+            self.event('fenced', node=node, ms=int(ms[-1]))
 
     # -- the run ---------------------------------------------------------
 

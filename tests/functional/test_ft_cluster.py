@@ -159,8 +159,16 @@ class ClusterTest(FTTestCase):
             [b, third], min_gen=gen, timeout=120)
         self.assertEqual((p2, b2), (b, third))
         self.roles_are(b, third)
+        # Protected again (x-ft-protect is refused before): its disk
+        # writes were let go (rrfence=on) once the old primary's QEMU had
+        # exited or its node was fenced
+        with open(self.res.path(b, 'agent.log')) as f:
+            released = re.findall(r'disk writes released (\d+) ms',
+                                  f.read())
+        self.assertTrue(released, 'the agent released no writes')
         return {'kill to live s': t_live - t0,
                 'failover-ms': info.get('failover-ms', 0.0),
+                'fence-ms': float(released[-1]),
                 'kill to protected s': t_prot - t0, 'generation': gen2}
 
     def kill_qemu(self, node):
