@@ -31,7 +31,9 @@ import heapq
 import json
 import os
 import re
+import shutil
 import struct
+import subprocess
 import sys
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -39,6 +41,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
 sys.path.insert(0, os.path.join(TOP, 'tests', 'functional'))
 sys.path.insert(0, os.path.join(TOP, 'scripts'))
 from ft_test.console import splice_consoles  # noqa: E402
+from ft_test.ext4 import fs_pattern_sha, image_file_sha  # noqa: E402
 from ftresource import consoles  # noqa: E402
 
 # A frame from a node that is no longer the sender, this soon after
@@ -224,7 +227,51 @@ def judge_ticks(run):
                 break
     if not seen:
         violations.append('console ticks: none')
-    return len(files), seen, violations
+    return len(files), seen, violations, stream
+
+
+# The guest's ext4 workload (ftchaos.py: ft.fs_kb, and guest/init's
+# default of 8 files)
+FS_KB = 64
+FS_FILES = 8
+
+
+def judge_fs(run, stream):
+    """The shared disk after the run, which ends with every QEMU killed:
+    a crash, as far as the file system knows.  Its journal replayed, it
+    must check clean (e2fsck -fn), and each file must hold what the
+    guest last reported writing to it (fsync, rename, sync: durable),
+    or the next loop's data, written but not reported before the end."""
+    img = os.path.join(run, 'shared.img')
+    if not os.path.exists(img):
+        return {}, []
+    violations = [f'guest: {f}' for f in re.findall(
+        r'^(?:FS (?:verify|write) FAIL|FT-ERROR).*$', stream, re.M)][:10]
+    last = {}
+    writes = re.findall(r'^FS write ok loop=(\d+) file=(\d+) '
+                        r'sha256=([0-9a-f]{64})$', stream, re.M)
+    for k, j, sha in writes:
+        last[int(j)] = (int(k), sha)
+    copy = img + '.checked'
+    shutil.copyfile(img, copy)
+    replay = subprocess.run(['e2fsck', '-E', 'journal_only', '-y', copy],
+                            capture_output=True, text=True)
+    fsck = subprocess.run(['e2fsck', '-fn', copy], capture_output=True,
+                          text=True)
+    if replay.returncode > 1 or fsck.returncode:
+        violations.append('e2fsck: ' + (fsck.stdout + fsck.stderr)[-500:])
+    ok = 0
+    for j, (k, sha) in sorted(last.items()):
+        got = image_file_sha(copy, f'f{j}')
+        if got in (sha, fs_pattern_sha(k + FS_FILES, j, FS_KB)):
+            ok += 1
+        else:
+            violations.append(f'file f{j}: last reported loop {k}, the '
+                              f'disk holds neither it nor the next')
+    os.unlink(copy)
+    return {'fs writes reported': len(writes), 'fs files checked': ok,
+            'e2fsck': 'clean' if not fsck.returncode else 'errors'}, \
+        violations
 
 
 def judge_client(run):
@@ -324,11 +371,14 @@ def check(run):
     report['http downloads verified'] = http.get('downloads', 0)
     report['http bytes verified'] = http.get('bytes', 0)
 
-    n, seen, v = judge_ticks(run)
+    n, seen, v, stream = judge_ticks(run)
     violations += v
     report['consoles'] = n
     report['ticks'] = len(seen)
     report['ticks first..last'] = [seen[0], seen[-1]] if seen else []
+    fs, v = judge_fs(run, stream)
+    violations += v
+    report.update(fs)
 
     per_node, frames, switches, late, v = judge_wire(run, mac)
     violations += v

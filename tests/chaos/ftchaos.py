@@ -3,7 +3,8 @@
 # The chaos run: a protected VM on a three-node corosync + Pacemaker
 # cluster (scripts/ftcluster.py, the resource of scripts/ocf/vm), under
 # mixed load from a client outside (TCP echo streams, HTTP downloads)
-# with the guest's console ticker, takes a random fault every
+# with the guest's console ticker and its ext4 workload on a shared disk
+# (files rewritten, fsynced and renamed in turn), takes a random fault every
 # --min-gap..--max-gap seconds once it is protected again, for --minutes.
 # Pacemaker restores redundancy after each fault; this script only
 # clears the failed instance's record (crm_resource --cleanup) 5 s after
@@ -51,6 +52,7 @@ sys.path.insert(0, HERE)
 
 from ft_test.config import FAST_BOOT, FIRMWARE_DIRS, GUEST_DIR, \
     QEMU_BIN  # noqa: E402
+from ft_test.ext4 import mkfs_ext4  # noqa: E402
 from ft_test.net import BridgeNet, ClientNet  # noqa: E402
 from ftcluster import Cluster, install_ocf_agent  # noqa: E402
 from ftresource import AGENT, FtResource, guest_params  # noqa: E402
@@ -207,11 +209,13 @@ class Run:
     # -- the run ---------------------------------------------------------
 
     def boot(self):
-        append = f'{FAST_BOOT} ft.work=echo,http,ticker ' \
-            f'ft.ip={BridgeNet.GUEST_IP}/24'
+        append = f'{FAST_BOOT} ft.work=echo,http,ticker,fs ' \
+            f'ft.ip={BridgeNet.GUEST_IP}/24 ft.disk_loops=0 ' \
+            f'ft.fs_kb={checker.FS_KB}'
+        disk = mkfs_ext4(os.path.join(self.out, 'shared.img'), 32)
         self.res.create(guest_params(
             self.cl, self.out, QEMU_BIN, GUEST_DIR, FIRMWARE_DIRS, append,
-            BridgeNet.MAC, UUID))
+            BridgeNet.MAC, UUID, disk=disk))
         self.lockdir = os.path.join(self.out, 'lock')
         (p, b, gen), _ = self.res.wait_protected(self.nodes, timeout=300)
         sha = None

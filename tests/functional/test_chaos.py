@@ -64,7 +64,12 @@ class ChaosTest(FTTestCase):
               f'{report["re-protections"]} re-protections, '
               f'{report["echo bytes verified"] >> 20} MiB echoed, '
               f'{report["http bytes verified"] >> 20} MiB by HTTP, '
-              f'{report["ticks"]} ticks, {len(report["violations"])} '
+              f'{report["ticks"]} ticks, '
+              f'{report.get("fs files checked", 0)} ext4 files checked '
+              f'({report.get("e2fsck", "-")}), '
+              f'writes held after go-live ms p50/p99/max '
+              f'{report.get("survivor writes held ms p50/p99/max")}, '
+              f'{len(report["violations"])} '
               'violations', file=sys.stderr)
         self.assertEqual(report['violations'], [], r.stdout[-4000:])
         self.assertGreater(report['faults total'], 0)

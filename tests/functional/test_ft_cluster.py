@@ -264,10 +264,11 @@ class AgentTest(FTTestCase):
         append = f'{FAST_BOOT} ft.work=ticker'
         wd = self.scratch('agent')
         os.mkdir(wd)
-        # no NIC here: a tap needs a bridge
-        return guest_params(_OneNode(), wd, QEMU_BIN, GUEST_DIR,
-                            FIRMWARE_DIRS, append, BridgeNet.MAC, UUID,
-                            nic=False)
+        # no NIC here: a tap needs a bridge; and no attribute daemon to
+        # keep fence_writes' node attribute in
+        return dict(guest_params(_OneNode(), wd, QEMU_BIN, GUEST_DIR,
+                                 FIRMWARE_DIRS, append, BridgeNet.MAC, UUID,
+                                 nic=False), fence_writes='false')
 
     def test_ocf_tester(self):
         """ocf-tester (resource-agents) runs every action of the agent,
