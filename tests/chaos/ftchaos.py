@@ -329,6 +329,11 @@ def main():
     ap.add_argument('--faults', default='')
     ap.add_argument('--tag', type=int, default=230 + os.getpid() % 20)
     args = ap.parse_args()
+    # Not the tag of a cluster that runs (another chaos run, say)
+    for _ in range(20):
+        if not os.path.exists(f'/sys/class/net/ftcbr{args.tag}'):
+            break
+        args.tag = 230 + (args.tag - 229) % 20
     if os.geteuid() != 0:
         raise SystemExit('ftchaos: needs root (namespaces, bridges, taps)')
     args.out = args.out or f'/tmp/ftchaos-{time.strftime("%Y%m%d-%H%M%S")}'
