@@ -216,6 +216,40 @@ class ClusterTest(FTTestCase):
             self.assertIn(f'off {p}', f.read())
         self.finish(b, figures)
 
+    def test_hung_primary(self):
+        """The primary's QEMU stopped for good (SIGSTOP): its backup goes
+        live, but holds its disk writes while the stopped QEMU may still
+        write; 30 s on, the old node's monitor fails it, its stop kills
+        it, and the survivor's writes go; a new backup follows."""
+        p, b, gen = self.start()
+        pid = self.res.qemu_pid(p)
+        t0 = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            self.res.wait_live(b)
+            time.sleep(10)
+            st = self.res.query(b)
+            self.assertTrue(st.get('writes-fenced'), st)
+            (p2, b2, gen2), t_prot = self.res.wait_protected(
+                [b, next(n for n in self.nodes if n not in (p, b))],
+                min_gen=gen, timeout=180)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.assertEqual(p2, b)
+        with open(self.res.path(b, 'agent.log')) as f:
+            released = re.findall(r'disk writes released (\d+) ms',
+                                  f.read())
+        # held until Pacemaker stopped the old QEMU: its monitor failed
+        # (30 s of QMP silence, or the monitor's own timeout)
+        with open(self.res.path(p, 'agent.log')) as f:
+            self.assertIn('stopping a QEMU stopped by a signal', f.read())
+        self.assertGreater(float(released[-1]), 15000)
+        self.finish(b, {'stop to protected s': t_prot - t0,
+                        'fence-ms': float(released[-1])})
+
     def backup_lost(self, fault, figure):
         """@fault on the backup's node: the primary runs on alone, and a
         new backup is started on the third node."""
