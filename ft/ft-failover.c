@@ -451,7 +451,10 @@ static void ft_go_live(FtChannel *ch)
     ls->stream.base = replay_stream_tell(&ch->stream->stream);
     ls->ch = ch;
     own_rt = cpu_get_clock();
+    /* Before the core reissues the requests that were in flight */
+    ft_fence_begin(ch);
     if (!replay_go_live(&ls->stream, &err)) {
+        ft_fence_cleanup(ch);
         error_report_err(err);
         error_report("ft: backup: cannot go live; it stays stopped");
         qemu_mutex_lock(&ch->lock);
@@ -475,7 +478,6 @@ static void ft_go_live(FtChannel *ch)
     g_queue_init(&ch->held);
     ch->held_bytes = 0;
     qemu_mutex_unlock(&ch->lock);
-    ft_fence_begin(ch);
 
     trace_ft_go_live(ch->live_icount, (int64_t)(ms * 1000));
     /* What the primary may not have let out: a repeat at most. */

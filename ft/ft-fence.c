@@ -14,14 +14,17 @@
  * which a cluster manager knows once that process has exited or its
  * host was fenced.  Reads, packets and console output do not wait.
  *
- * A VM that stops meanwhile fails the held writes with EIO: a stop
- * drains the disks, and the release cannot come while it waits.  The
- * writes that come once it runs again are held as before.
+ * A VM that stops meanwhile fails the held writes with EIO, and those
+ * that come while it is stopped: a stop drains the disks, and the
+ * release cannot come while it waits.  The writes that come once it runs
+ * again are held as before.  A write redone at go-live that waits here
+ * holds the disk's other requests, reads too, until the release.
  * docs/fencing.md has the design and what each case costs.
  */
 
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
+#include "qemu/main-loop.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-ft.h"
 #include "system/runstate.h"
@@ -48,17 +51,22 @@ static void ft_fence_wake(GQueue *q, int ret)
     }
 }
 
+/*
+ * A stop drains the disks, then flushes them, in the main loop, which
+ * cannot run x-ft-release-writes meanwhile: while the VM is stopped, the
+ * held writes fail, and so do those that come (the flush among them).
+ */
 static void ft_fence_vm_state(void *opaque, bool running, RunState state)
 {
     FtChannel *ch = opaque;
     GQueue q = G_QUEUE_INIT;
 
-    if (running) {
-        return;
-    }
     qemu_mutex_lock(&ch->lock);
-    q = ch->fenced;
-    g_queue_init(&ch->fenced);
+    ch->fence_refuse = !running;
+    if (!running) {
+        q = ch->fenced;
+        g_queue_init(&ch->fenced);
+    }
     qemu_mutex_unlock(&ch->lock);
     if (q.length) {
         warn_report("ft: the VM stopped (%s) while %u disk writes waited "
@@ -69,7 +77,10 @@ static void ft_fence_vm_state(void *opaque, bool running, RunState state)
     ft_fence_wake(&q, -EIO);
 }
 
-/* Going live (BQL): from now on, writes wait for the release. */
+/*
+ * Going live (BQL), before the replay core reissues what was in flight:
+ * from now on, writes wait for the release.  The VM is paused.
+ */
 void ft_fence_begin(FtChannel *ch)
 {
     if (!ch->fence_writes) {
@@ -77,6 +88,7 @@ void ft_fence_begin(FtChannel *ch)
     }
     qemu_mutex_lock(&ch->lock);
     ch->writes_fenced = true;
+    ch->fence_refuse = false;
     ch->fence_start_ns = ft_now_ns();
     qemu_mutex_unlock(&ch->lock);
     ch->fence_vmstate = qemu_add_vm_change_state_handler(ft_fence_vm_state,
@@ -94,6 +106,13 @@ bool ft_fence_hold(FtChannel *ch, QEMUBHFunc *cb, void *opaque, int *ret)
     if (!ch->writes_fenced) {
         qemu_mutex_unlock(&ch->lock);
         return false;
+    }
+    if (ch->fence_refuse) {
+        /* After the caller yields: it has not yet */
+        qemu_mutex_unlock(&ch->lock);
+        *ret = -EIO;
+        aio_bh_schedule_oneshot(qemu_get_aio_context(), cb, opaque);
+        return true;
     }
     f = g_new0(FtFenced, 1);
     f->cb = cb;
@@ -115,7 +134,10 @@ bool ft_fence_busy(FtChannel *ch)
     return busy;
 }
 
-/* At exit: a survivor that never got its release lets nothing out. */
+/*
+ * At exit, or when going live failed: a survivor that never got its
+ * release lets nothing out.
+ */
 void ft_fence_cleanup(FtChannel *ch)
 {
     GQueue q = G_QUEUE_INIT;
@@ -125,6 +147,9 @@ void ft_fence_cleanup(FtChannel *ch)
         ch->fence_vmstate = NULL;
     }
     qemu_mutex_lock(&ch->lock);
+    if (!ch->live) {
+        ch->writes_fenced = false;
+    }
     q = ch->fenced;
     g_queue_init(&ch->fenced);
     qemu_mutex_unlock(&ch->lock);

@@ -327,6 +327,7 @@ struct FtChannel {
      */
     bool fence_writes;              /* fixed: rrfence */
     bool writes_fenced;             /* lock */
+    bool fence_refuse;              /* lock: stopped: writes fail at once */
     GQueue fenced;                  /* lock: FtFenced */
     int64_t fence_start_ns;         /* lock */
     double fence_ms;                /* lock */

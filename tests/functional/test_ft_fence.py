@@ -141,6 +141,7 @@ class FenceTest(FailoverCase):
             fs.wait(10, done=1)
             p._popen.wait(30)
             b.cmd('x-ft-release-writes')
+            b.cmd('x-ft-release-writes')    # a second call does nothing
             bcon.wait(rf'DISK write ok loop={newer}\b', 240, b)
         else:
             bcon.wait(rf'DISK write ok loop={newer}\b', 240, b)
@@ -180,8 +181,9 @@ class FenceTest(FailoverCase):
 
     def test_stop_fails_held_writes(self):
         """A survivor stopped while its writes wait fails them (EIO to
-        the guest) instead of hanging its drain; release is refused on
-        a VM that is not a fenced survivor."""
+        the guest) instead of hanging its drain; held again once it runs,
+        they do not keep a quit from exiting; release is refused on a VM
+        that is not a fenced survivor, and so is x-ft-protect on one."""
         src = self.scratch('storage')
         os.makedirs(src, exist_ok=True)
         img = os.path.join(src, 'shared.img')
@@ -210,10 +212,15 @@ class FenceTest(FailoverCase):
         info = b.cmd('x-query-ft')
         self.assertEqual(info['fenced-writes'], 0)
         self.assertTrue(info['writes-fenced'])
+        # Running again, the guest's next writes are held again
         b.cmd('cont')
-        b.cmd('x-ft-release-writes')
-        self.assertFalse(b.cmd('x-query-ft')['writes-fenced'])
-        b.cmd('x-ft-release-writes')    # a second call does nothing
+        deadline = time.monotonic() + 60
+        while not b.cmd('x-query-ft')['fenced-writes']:
+            self.assertLess(time.monotonic(), deadline, 'no write held')
+            time.sleep(0.2)
+        # ... and a quit does not wait for them (its drain and flush)
+        b.qmp('quit')
+        self.assertIsNotNone(b._popen.wait(30))
 
 
 if __name__ == '__main__':
