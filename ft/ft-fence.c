@@ -51,6 +51,23 @@ static void ft_fence_wake(GQueue *q, int ret)
     }
 }
 
+/* Take the held writes out of @ch (ch->lock held). */
+static GQueue ft_fence_take_locked(FtChannel *ch)
+{
+    GQueue q = ch->fenced;
+
+    g_queue_init(&ch->fenced);
+    return q;
+}
+
+static void ft_fence_unwatch(FtChannel *ch)
+{
+    if (ch->fence_vmstate) {
+        qemu_del_vm_change_state_handler(ch->fence_vmstate);
+        ch->fence_vmstate = NULL;
+    }
+}
+
 /*
  * A stop drains the disks, then flushes them, in the main loop, which
  * cannot run x-ft-release-writes meanwhile: while the VM is stopped, the
@@ -64,8 +81,7 @@ static void ft_fence_vm_state(void *opaque, bool running, RunState state)
     qemu_mutex_lock(&ch->lock);
     ch->fence_refuse = !running;
     if (!running) {
-        q = ch->fenced;
-        g_queue_init(&ch->fenced);
+        q = ft_fence_take_locked(ch);
     }
     qemu_mutex_unlock(&ch->lock);
     if (q.length) {
@@ -142,16 +158,12 @@ void ft_fence_cleanup(FtChannel *ch)
 {
     GQueue q = G_QUEUE_INIT;
 
-    if (ch->fence_vmstate) {
-        qemu_del_vm_change_state_handler(ch->fence_vmstate);
-        ch->fence_vmstate = NULL;
-    }
+    ft_fence_unwatch(ch);
     qemu_mutex_lock(&ch->lock);
     if (!ch->live) {
         ch->writes_fenced = false;
     }
-    q = ch->fenced;
-    g_queue_init(&ch->fenced);
+    q = ft_fence_take_locked(ch);
     qemu_mutex_unlock(&ch->lock);
     ft_fence_wake(&q, -EIO);
 }
@@ -190,13 +202,9 @@ void qmp_x_ft_release_writes(Error **errp)
     ch->writes_fenced = false;
     ms = (ft_now_ns() - ch->fence_start_ns) / (double)SCALE_MS;
     ch->fence_ms = ms;
-    q = ch->fenced;
-    g_queue_init(&ch->fenced);
+    q = ft_fence_take_locked(ch);
     qemu_mutex_unlock(&ch->lock);
-    if (ch->fence_vmstate) {
-        qemu_del_vm_change_state_handler(ch->fence_vmstate);
-        ch->fence_vmstate = NULL;
-    }
+    ft_fence_unwatch(ch);
     trace_ft_fence_release(q.length, (int64_t)(ms * 1000));
     info_report("ft: backup: the old primary is fenced: %u held disk writes "
                 "go, %.1f ms after going live", q.length, ms);
