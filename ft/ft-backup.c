@@ -28,11 +28,15 @@
  * The watch runs only while the VM runs with log waiting: a stopped VM
  * (QMP stop) does not move, and must not be found stalled the moment it
  * runs again.  Moving is either the instruction count or the log read.
+ * Nor must a process that was not running at all (SIGSTOP, a host that
+ * did not schedule it): a watch not looked at for FT_STALL_GAP_MS starts
+ * again.
  */
 typedef struct FtStallWatch {
     uint64_t icount;
     uint64_t consumed;
     int64_t since_ns;           /* 0: not watching */
+    int64_t seen_ns;            /* when last looked at */
 } FtStallWatch;
 
 static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
@@ -40,8 +44,10 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
     uint64_t icount = qatomic_read(&ch->stream->stream.icount);
     int64_t now = ft_now_ns();
     g_autofree char *why = NULL;
-    bool waiting;
+    bool waiting, gap;
 
+    gap = now - w->seen_ns > (int64_t)FT_STALL_GAP_MS * SCALE_MS;
+    w->seen_ns = now;
     waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
               ch->state == FT_STATE_STREAMING &&
               (!ch->join || ch->joined) && runstate_is_running();
@@ -49,7 +55,8 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
         w->since_ns = 0;
         return false;
     }
-    if (!w->since_ns || icount != w->icount || ch->consumed != w->consumed) {
+    if (!w->since_ns || gap || icount != w->icount ||
+        ch->consumed != w->consumed) {
         w->icount = icount;
         w->consumed = ch->consumed;
         w->since_ns = now;
@@ -86,7 +93,8 @@ static bool ft_backup_room_locked(FtChannel *ch, uint32_t len,
         Error *err = NULL;
         bool ok;
 
-        qemu_cond_timedwait(&ch->cond, &ch->lock, ch->heartbeat_ms);
+        qemu_cond_timedwait(&ch->cond, &ch->lock,
+                            MIN(ch->heartbeat_ms, FT_STALL_GAP_MS / 4));
         if (ft_backup_stalled_locked(ch, w)) {
             return false;
         }

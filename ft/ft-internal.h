@@ -394,6 +394,8 @@ static inline bool ft_holding_state(FtState st)
 
 /* A backup whose replay stands still this long with log waiting diverged */
 #define FT_STALL_MS 5000
+/* ... counted afresh after a gap this long in its watch: it was stopped */
+#define FT_STALL_GAP_MS 1000
 
 static inline unsigned ft_silence_ms(FtChannel *ch)
 {

@@ -8,6 +8,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 import os
+import random
 import signal
 import socket
 import struct
@@ -16,7 +17,7 @@ import time
 import unittest
 
 from ft_test import WORKLOADS, Echo, FTTestCase, devices, free_tcp_port, \
-    wait_port
+    ticks, wait_port
 from ft_test.wire import FRAME_DATA, FRAME_HELLO, PROTO_VERSION, frame, \
     hello
 
@@ -221,6 +222,61 @@ class FTChannelTest(FTTestCase):
             pcon.wait(rf'TICK {int(m.group(1)) + 3}\b', 60, p)
         finally:
             os.kill(b.get_pid(), signal.SIGCONT)
+
+    def test_primary_stop_cont(self):
+        """QMP stop and cont on a primary, as a management tool does
+        (suspend and resume, a snapshot): its devices act at cont (the
+        disk controller's restart), which the log carries; the backup
+        stops and goes on at the very instruction its primary did, and
+        keeps in lockstep through several of them."""
+        rnd = random.Random(os.environ.get('FT_SEED'))
+        port = free_tcp_port()
+        p, pcon, b, bcon = self.make_pair(
+            WORKLOADS['baseline'].append(work='echo,ticker,disk', ticks=0,
+                                         disk_loops=0),
+            primary_args=devices('baseline', 'primary', self.make_disk,
+                                 port),
+            backup_args=devices('baseline', 'backup', self.make_disk),
+            rrx=',rrtimeout=10000')
+        pcon.wait(r'FT-READY', 120, p)
+        for _ in range(4):
+            time.sleep(rnd.uniform(0.5, 2))
+            p.cmd('stop')
+            time.sleep(rnd.uniform(0.1, 1.5))
+            p.cmd('cont')
+        m = pcon.wait(r'TICK (\d+)', 30, p)
+        bcon.wait(rf'TICK {int(m.group(1)) + 2}\b', 60, b)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'streaming', bi)
+        self.assertEqual(bi['digest']['mismatches'], 0, bi)
+        self.assertEqual(self.ft(p)[0]['state'], 'streaming')
+        ptext, btext = pcon.text(), bcon.text()
+        self.assertTrue(ptext.startswith(btext[:len(btext) - 200]),
+                        'backup console is not a prefix of the primary')
+
+    def test_stopped_backup_not_diverged(self):
+        """A backup stopped for longer than the stall watch's 5 s, within
+        its primary's rrtimeout, goes on streaming when it continues: a
+        replay that could not run has not stalled.  The guest computes,
+        so that log waits to be played when the backup stops."""
+        p, pcon, b, bcon = self.make_pair(
+            WORKLOADS['cpu'].append(), rrx=',rrtimeout=30000')
+        pcon.wait(r'TICK 2\b', 120, p)
+        os.kill(b.get_pid(), signal.SIGSTOP)
+        try:
+            time.sleep(7)
+        finally:
+            os.kill(b.get_pid(), signal.SIGCONT)
+        time.sleep(6)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'streaming', bi)
+        last = ticks(pcon.text())[-1]
+        bcon.wait(rf'TICK {last + 2}\b', 60, b)
+        bi, _ = self.ft(b)
+        self.assertEqual(bi['state'], 'streaming', bi)
+        self.assertEqual(bi['digest']['mismatches'], 0, bi)
+        pi, _ = self.ft(p)
+        self.assertEqual(pi['state'], 'streaming', pi)
 
     def test_starved_backup_answers(self):
         """A primary stopped for less than rrtimeout starves the backup;
