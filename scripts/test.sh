@@ -29,11 +29,13 @@ set -uo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-FUZZ_SECONDS=${FT_FUZZ_SECONDS:-30}
-FUZZ_REPLAY_SECONDS=${FT_FUZZ_REPLAY_SECONDS:-60}
+FUZZ_SECONDS=${FT_FUZZ_SECONDS:-20}
+FUZZ_REPLAY_SECONDS=${FT_FUZZ_REPLAY_SECONDS:-40}
 OUT="$BUILD_DIR/test-results"
 
 t0=$(date +%s)
+# What each step prints starts with the seconds since the start
+step() { info "[$(( $(date +%s) - t0 ))s] $*"; }
 bash "$TOP/scripts/install-deps.sh" || die "dependency installation failed"
 bash "$TOP/scripts/fetch-qemu.sh" || die "fetching/patching QEMU failed"
 bash "$TOP/scripts/build-qemu.sh" || die "building QEMU failed"
@@ -107,7 +109,7 @@ count_tap() {
     [ "$planned" = "$seen" ] || count "$1 (planned ${planned:-no plan}, ran $seen)" 1
 }
 
-info "checkpatch on patches/"
+step "checkpatch on patches/"
 shopt -s nullglob
 for p in "$TOP"/patches/*.patch; do
     "$TOP/qemu/scripts/checkpatch.pl" --no-summary -q "$p" >"$OUT/checkpatch.log" 2>&1
@@ -116,26 +118,26 @@ for p in "$TOP"/patches/*.patch; do
     count "checkpatch $(basename "$p")" $rc
 done
 
-info "checkpatch -f on ft/"
+step "checkpatch -f on ft/"
 "$TOP/qemu/scripts/checkpatch.pl" --no-summary -q -f "$TOP"/ft/*.c "$TOP"/ft/*.h \
     >"$OUT/checkpatch-ft.log" 2>&1
 rc=$?
 grep -E "^(ERROR|WARNING)" "$OUT/checkpatch-ft.log"
 count "checkpatch -f ft/" $rc
 
-info "shellcheck on the scripts"
+step "shellcheck on the scripts"
 (cd "$TOP" && shellcheck scripts/*.sh guest/init .ci/run)
 count "shellcheck" $?
 
-info "patch series round trip (export of qemu/ == patches/)"
+step "patch series round trip (export of qemu/ == patches/)"
 bash "$TOP/scripts/export-patches.sh" --check
 count "patches round-trip" $?
 
-info "QEMU without ft/ still links (no symbol outside ft/ is defined only there)"
+step "QEMU without ft/ still links (no symbol outside ft/ is defined only there)"
 python3 "$TOP/scripts/check-seam.py" "$BUILD_DIR/qemu"
 count "seam: QEMU links without ft/" $?
 
-info "unit tests (meson)"
+step "unit tests (meson)"
 U="$BUILD_DIR/unit"
 if [ ! -f "$U/build.ninja" ]; then
     /usr/bin/meson setup "$U" "$TOP" >"$OUT/unit-setup.log" 2>&1 || {
@@ -144,14 +146,14 @@ fi
 /usr/bin/meson test -C "$U" --print-errorlogs >"$OUT/unit.log" 2>&1
 count_meson unit "$OUT/unit.log" "$U/meson-logs/testlog.json"
 
-info "QEMU's own unit tests and qtests (chardev, QMP, io, TLS, block, net filters), record/replay functional tests"
+step "QEMU's own unit tests and qtests (chardev, QMP, io, TLS, block, net filters), record/replay functional tests"
 bash "$TOP/scripts/qemu-tests.sh" >"$OUT/qemu-tests.log" 2>&1
 count_meson qemu "$OUT/qemu-tests.log" "$BUILD_DIR/qemu/meson-logs/testlog.json"
 for t in "$TOP"/tests/qemu-functional/test_*.py; do
     count_tap qemu-functional "$BUILD_DIR/qemu/tests/functional/$(basename "$t" .py).tap"
 done
 
-info "fuzzing the frame decoder for ${FUZZ_SECONDS}s, the replay reader for ${FUZZ_REPLAY_SECONDS}s"
+step "fuzzing the frame decoder for ${FUZZ_SECONDS}s, the replay reader for ${FUZZ_REPLAY_SECONDS}s"
 F="$BUILD_DIR/fuzz"
 if [ ! -f "$F/build.ninja" ]; then
     CC=clang /usr/bin/meson setup "$F" "$TOP" -Dfuzz=true \
@@ -189,12 +191,12 @@ else
     count "fuzz replay-log (build)" 1
 fi
 
-info "functional tests (pytest)"
+step "functional tests (pytest)"
 # A bounded chaos run (tests/chaos, docs/chaos.md): 4 minutes unless set
 export FT_CHAOS_MINUTES="${FT_CHAOS_MINUTES:-4}"
 # The tests' package ft_test lives in tests/functional (docs/development.md)
 PYTHONPATH="$TOP/tests/functional${PYTHONPATH:+:$PYTHONPATH}" \
-/usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider \
+/usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider --durations=30 \
     -o log_cli=true -o log_cli_level=WARNING \
     --junitxml="$OUT/functional.xml" "${COLO_ARGS[@]}" \
     "$TOP/tests/setup" "$TOP/tests/functional" "$@"

@@ -21,7 +21,9 @@ from ft_test import WORKLOADS, Echo, FTTestCase, devices, free_tcp_port, \
 from ft_test.wire import FRAME_DATA, FRAME_HELLO, PROTO_VERSION, frame, \
     hello
 
-PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '60'))
+# How long the lockstep tests run once the guest is ready (longer runs:
+# FT_PAIR_SECONDS)
+PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '30'))
 
 
 class FrameProxy:
