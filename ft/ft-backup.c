@@ -15,6 +15,7 @@
 #include "hw/core/cpu.h"
 #include "ft-bytes.h"
 #include "ft-disks.h"
+#include "system/replay.h"
 #include "system/runstate.h"
 #include "ft-internal.h"
 #include "trace.h"
@@ -71,6 +72,43 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
                           qatomic_read(&ch->avail_end) - ch->consumed);
     ft_diverged_locked(ch, icount, why);
     return true;
+}
+
+/*
+ * A guest disk with werror=stop or rerror=stop stops the VM at a failed
+ * request.  The primary stopped there, and its device retries the
+ * request once its management says cont; the log carries the outcome.
+ * The backup plays the same failure and stops too: it goes on at once,
+ * so that its device retries as well and waits for that outcome in the
+ * log.  Live, the VM records, and its stops are its management's; and a
+ * backup that diverged, whose replay halted, must never run again.
+ */
+static void ft_backup_io_error_bh(void *opaque)
+{
+    FtChannel *ch = opaque;
+
+    /* Live since (the channel may be gone), or stopped otherwise since */
+    if (replay_mode == REPLAY_MODE_PLAY &&
+        runstate_check(RUN_STATE_IO_ERROR) &&
+        qatomic_read(&ch->state) == FT_STATE_STREAMING) {
+        trace_ft_backup_io_error_cont();
+        vm_start();
+    }
+}
+
+static void ft_backup_vm_state(void *opaque, bool running, RunState state)
+{
+    if (!running && state == RUN_STATE_IO_ERROR &&
+        replay_mode == REPLAY_MODE_PLAY) {
+        aio_bh_schedule_oneshot(qemu_get_aio_context(),
+                                ft_backup_io_error_bh, opaque);
+    }
+}
+
+void ft_backup_follow_io_errors(FtChannel *ch)
+{
+    ch->io_error_vmstate =
+        qemu_add_vm_change_state_handler(ft_backup_vm_state, ch);
 }
 
 /*

@@ -332,6 +332,7 @@ struct FtChannel {
     int64_t fence_start_ns;         /* lock */
     double fence_ms;                /* lock */
     VMChangeStateEntry *fence_vmstate;  /* BQL */
+    VMChangeStateEntry *io_error_vmstate;   /* BQL: backup */
     QEMUTimer *exit_timer;          /* BQL */
 
     /*
@@ -483,6 +484,7 @@ void ft_channel_free(FtChannel *ch);
 void *ft_primary_tx_thread(void *opaque);
 void *ft_primary_rx_thread(void *opaque);
 void *ft_backup_rx_thread(void *opaque);
+void ft_backup_follow_io_errors(FtChannel *ch);
 
 /* ft-output.c */
 void ft_release_bh(void *opaque);

@@ -18,8 +18,9 @@ import time
 import unittest
 
 from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, shared_drive, \
-    splice_consoles, ticks
+    splice_consoles, ticks, wait_runstate
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
+from ft_test.holdctl import held_image
 
 KILLS = int(os.environ.get('FT_DISK_KILLS', '2'))
 # ... at -smp 2 (test_ft_smp.py has the other -smp tests)
@@ -218,6 +219,122 @@ class SharedDiskTest(FailoverCase):
         self.assertEqual(bi['digest']['mismatches'], 0)
         self.assertGreater(bi['digest']['checks'], 5)
 
+
+    def io_error_pair(self):
+        """A pair of the disk workload whose disk has
+        werror=stop,rerror=stop, the primary's path to it through a
+        HoldFs; returns (the HoldFs, p, pcon, b, bcon) once the guest
+        verified its disk."""
+        stop = ',werror=stop,rerror=stop'
+        fs, held, img = held_image(self)
+        p, pcon, b, bcon = self.make_ft_pair(
+            WORKLOADS['disk'].append(), rrx=',rrtimeout=2000',
+            primary_args=shared_drive(held, False, dev_extra=stop),
+            backup_args=shared_drive(img, True, dev_extra=stop))
+        pcon.wait(r'DISK verify ok', 240, p)
+        return fs, p, pcon, b, bcon
+
+    def cont_until_running(self, vm, tries=20):
+        """cont until @vm keeps running: a recording VM takes the outcomes
+        of its requests one at a time, and each failed one stops it
+        again.  Returns how many cont it took."""
+        for n in range(1, tries + 1):
+            if vm.cmd('query-status')['status'] != 'running':
+                vm.cmd('cont')
+            time.sleep(1)
+            if vm.cmd('query-status')['status'] == 'running':
+                return n
+        raise AssertionError(f'still stopped after {tries} cont')
+
+    def test_io_error_pauses_and_resumes(self):
+        """werror=stop,rerror=stop, the setting of highly available VMs:
+        the primary's storage path fails every read and write for 4 s
+        (ft_test/holdfs.py), and the primary stops at its first failed
+        request, and again at each retry, once a second.  The backup
+        plays to the same failure, stops there too and goes on by itself.
+        Once the storage is back, cont on the primary retries the request
+        (once per failed request: see cont_until_running()), and the pair
+        goes on in lockstep through a few such outages: the guest never
+        sees an error."""
+        fs, p, pcon, b, bcon = self.io_error_pair()
+        for outage in range(3):
+            fs.ctl('fail')
+            ev = self.wait_event(p, 'BLOCK_IO_ERROR', 60)
+            self.log.info('outage %d: %s', outage, ev['data'])
+            self.assertEqual(ev['data']['action'], 'stop')
+            wait_runstate(p, ('io-error',), 30)
+            # cont every second meanwhile, as an eager management would:
+            # each retry fails and stops the VM again
+            for _ in range(4):
+                time.sleep(1)
+                if p.cmd('query-status')['status'] == 'io-error':
+                    p.cmd('cont')
+            fs.ctl('heal')
+            conts = self.cont_until_running(p)
+            self.log.info('outage %d: running after %d cont', outage, conts)
+            done = self.verified(pcon.text())
+            deadline = time.monotonic() + 120
+            while self.verified(pcon.text()) < done + 1:
+                self.assertLess(time.monotonic(), deadline,
+                                'the guest stopped verifying its disk')
+                time.sleep(0.5)
+        self.assertGreaterEqual(fs.state()['failed'], 3)
+        # The backup stopped at each failure too, and went on each time
+        self.assertEqual(wait_runstate(b, ('running',), 30), 'running')
+        pi = p.cmd('x-query-ft')
+        deadline = time.monotonic() + 60
+        while b.cmd('x-query-ft')['log-consumed'] < pi['log-written']:
+            self.assertLess(time.monotonic(), deadline,
+                            'the backup did not follow')
+            time.sleep(0.5)
+        for vm in (p, b):
+            info = vm.cmd('x-query-ft')
+            self.assertEqual(info['state'], 'streaming', info)
+        info = b.cmd('x-query-ft')
+        self.assertEqual(info['digest']['mismatches'], 0, info)
+        self.assertGreater(info['digest']['checks'], 5, info)
+        self.assertNotIn('I/O error', pcon.text())
+
+    def test_io_error_backup_quits(self):
+        """A backup that quits while its primary is stopped on a failed
+        request, its own retry waiting for the log, exits cleanly: it
+        does not retry the request on its way out."""
+        fs, p, pcon, b, bcon = self.io_error_pair()
+        fs.ctl('fail')
+        self.wait_event(p, 'BLOCK_IO_ERROR', 60)
+        wait_runstate(p, ('io-error',), 30)
+        self.wait_event(b, 'BLOCK_IO_ERROR', 60)
+        self.assertEqual(wait_runstate(b, ('running',), 30), 'running')
+        self.shutdown_checked(b)
+        self.assertEqual(b.exitcode(), 0, b.get_log())
+
+    def test_io_error_then_failover(self):
+        """The primary stopped by its failed storage (werror=stop) dies
+        there: the backup, whose own path to the disk works, goes live
+        and retries the stopped requests itself; the guest goes on
+        verifying its disk and never sees an error."""
+        fs, p, pcon, b, bcon = self.io_error_pair()
+        fs.ctl('fail')
+        self.wait_event(p, 'BLOCK_IO_ERROR', 60)
+        wait_runstate(p, ('io-error',), 30)
+        time.sleep(1)
+        os.kill(p.get_pid(), signal.SIGKILL)
+        self.wait_event(b, 'FT_WENT_LIVE', 60)
+        before = self.verified(pcon.text())
+        deadline = time.monotonic() + 180
+        while self.verified(bcon.text()) < 2:
+            self.assertLess(time.monotonic(), deadline,
+                            'the guest stopped verifying its disk')
+            time.sleep(0.5)
+        self.assertEqual(b.cmd('query-status')['status'], 'running')
+        stream, _ = splice_consoles(pcon.text(), bcon.text())
+        self.verified(stream)
+        self.assertNotIn('I/O error', stream)
+        info = b.cmd('x-query-ft')
+        self.assertEqual(info['state'], 'live', info)
+        self.assertEqual(info['digest']['mismatches'], 0, info)
+        self.log.info('verified rounds: %d before, %d after', before,
+                      self.verified(bcon.text()))
 
     def test_backup_bounds_writes_kept_for_redo(self):
         """Every flush of the primary fails (blkdebug): no write is ever

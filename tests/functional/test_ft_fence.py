@@ -19,13 +19,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import unittest
 
 from ft_test import WORKLOADS, FailoverCase, shared_drive
+from ft_test.holdctl import held_image
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DISK_MB = 2
 BLOCK = 4096
 # A FUSE daemon in Python serves the primary's disk: a starved pair must
@@ -48,48 +47,6 @@ def guest_pattern(loop, size, tmp):
     return out[:size].ljust(size, b'\0')
 
 
-class HoldFs:
-    """ft_test/holdfs.py over @src at @mnt; @ctl sends it a command."""
-
-    def __init__(self, src, mnt, status):
-        self.mnt, self.status = mnt, status
-        os.makedirs(mnt, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, 'ft_test', 'holdfs.py'),
-             src, mnt, status],
-            stdout=subprocess.DEVNULL, stderr=open(status + '.log', 'w'))
-        deadline = time.monotonic() + 20
-        while not os.path.ismount(mnt):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError('holdfs did not mount')
-            time.sleep(0.1)
-
-    def ctl(self, cmd):
-        with open(self.status + '.ctl', 'w') as f:
-            f.write(cmd + '\n')
-
-    def state(self):
-        with open(self.status) as f:
-            return {k: int(v) for k, v in
-                    (kv.split('=') for kv in f.read().split())}
-
-    def wait(self, timeout, **want):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.state()
-            if all(st[k] >= v for k, v in want.items()):
-                return st
-            if time.monotonic() > deadline:
-                raise AssertionError(f'holdfs: {st}, wanted {want}')
-            time.sleep(0.05)
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        subprocess.run(['umount', '-l', self.mnt], check=False,
-                       stderr=subprocess.DEVNULL)
-
-
 class FenceTest(FailoverCase):
 
     timeout = 600
@@ -98,18 +55,11 @@ class FenceTest(FailoverCase):
         """One kill -9 with a write held in the primary's storage path;
         returns (blocks of the image holding the stale loop's data,
         loop numbers, x-query-ft of the survivor)."""
-        src = self.scratch('storage')
-        os.makedirs(src, exist_ok=True)
-        img = os.path.join(src, 'shared.img')
-        with open(img, 'wb') as f:
-            f.truncate(16 << 20)
-        fs = HoldFs(src, self.scratch('host-a'), self.scratch('holdfs'))
-        self.addCleanup(fs.close)
+        fs, held, img = held_image(self)
         p, pcon, b, bcon = self.make_ft_pair(
             WORKLOADS['disk'].append(disk_mb=DISK_MB),
             rrx=RRX + (',rrfence=on' if fence else ''),
-            primary_args=shared_drive(os.path.join(fs.mnt, 'shared.img'),
-                                      False),
+            primary_args=shared_drive(held, False),
             backup_args=shared_drive(img, True))
         pcon.wait(r'DISK write ok loop=2\b', 240, p)
         # Hold the primary's writes from now on: the next loop's

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 #
-# A host's storage path that can hold writes back: a FUSE file system
-# (python3-fusepy) that passes a directory through, and, while told to,
-# keeps each write it receives waiting instead of doing it.  The writer's
+# A host's storage path that can hold writes back, or fail: a FUSE file
+# system (python3-fusepy) that passes a directory through, and, while
+# told to, keeps each write it receives waiting instead of doing it, or
+# fails every read and write with EIO (storage that went away).  The writer's
 # system call waits too: the write has left the process for the host's
 # storage stack, and a kill -9 of the process does not recall it.  When
 # released, the held writes go to the directory, in the order they came.
@@ -12,9 +13,11 @@
 #   holdfs.py SOURCE MOUNTPOINT STATUS
 #
 # STATUS.ctl, a named pipe, takes the commands: a line "hold" holds the
-# writes from then on, "release" releases them (and stops holding).
-# STATUS is rewritten as "holding=0|1 held=N done=N" after
-# every change (done: held writes done since the start).  The file
+# writes from then on, "release" releases them (and stops holding);
+# "fail" fails reads and writes from then on, "heal" stops failing them.
+# STATUS is rewritten as "holding=0|1 held=N done=N failing=0|1 failed=N"
+# after every change (done: held writes done since the start; failed:
+# reads and writes failed since the start).  The file
 # system reports the source's inode numbers, as an NFS client sees the
 # server's, so QEMU's check that both sides open the same file holds.
 #
@@ -38,13 +41,16 @@ class HoldFS(Operations):
         self.generation = 0     # releases so far
         self.held = 0
         self.done = 0
+        self.failing = False
+        self.failed = 0
         self.report()
 
     def report(self):
         tmp = self.status + '.tmp'
         with open(tmp, 'w') as f:
             f.write(f'holding={int(self.holding)} held={self.held} '
-                    f'done={self.done}\n')
+                    f'done={self.done} failing={int(self.failing)} '
+                    f'failed={self.failed}\n')
         os.rename(tmp, self.status)
 
     def control(self, fifo):
@@ -59,6 +65,8 @@ class HoldFS(Operations):
                             self.holding = False
                             self.generation += 1
                             self.cond.notify_all()
+                        elif line.strip() in ('fail', 'heal'):
+                            self.failing = line.strip() == 'fail'
                         self.report()
 
     def real(self, path):
@@ -92,11 +100,21 @@ class HoldFS(Operations):
         except OSError as e:
             raise FuseOSError(e.errno) from e
 
+    def fail(self):
+        """Fail this read or write if told to (with self.cond held)."""
+        if self.failing:
+            self.failed += 1
+            self.report()
+            raise FuseOSError(errno.EIO)
+
     def read(self, path, size, offset, fh):
+        with self.cond:
+            self.fail()
         return os.pread(fh, size, offset)
 
     def write(self, path, data, offset, fh):
         with self.cond:
+            self.fail()
             if self.holding:
                 gen = self.generation
                 self.held += 1

@@ -65,9 +65,11 @@ DISK_DEVICES = {
 }
 
 
-def shared_drive(path, backup, extra='', fmt='raw', bus='ahci'):
+def shared_drive(path, backup, extra='', fmt='raw', bus='ahci',
+                 dev_extra=''):
     """The guest's disk on the shared image, through blkreplay ft=on, on
-    @bus (a key of DISK_DEVICES).
+    @bus (a key of DISK_DEVICES), with @dev_extra on its device (werror=,
+    rerror=).
 
     The backup opens the image without taking QEMU's image lock (the
     primary holds it); both use O_DIRECT, as host page caches on two hosts
@@ -78,7 +80,7 @@ def shared_drive(path, backup, extra='', fmt='raw', bus='ahci'):
             f'cache.direct=on{lock}{extra}',
             '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on'] + \
         [arg for dev in DISK_DEVICES[bus][:-1] for arg in ('-device', dev)] + \
-        ['-device', DISK_DEVICES[bus][-1] + ',drive=d0-rr']
+        ['-device', DISK_DEVICES[bus][-1] + ',drive=d0-rr' + dev_extra]
 
 
 def user_net_args(port=None, replay=True):
