@@ -37,7 +37,7 @@ QTEST=(
     machine-none-test
     test-netfilter test-filter-mirror test-filter-redirector  # net filters
     netdev-socket
-    drive_del-test ahci-test                            # block, AHCI
+    drive_del-test ahci-test ide-test                   # block, AHCI, IDE
     rtc-test                                            # timers
 )
 
