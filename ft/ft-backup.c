@@ -40,6 +40,20 @@ typedef struct FtStallWatch {
     int64_t seen_ns;            /* when last looked at */
 } FtStallWatch;
 
+/*
+ * What a stalled replay waited for: the log's next event and the events
+ * the devices queued.  In the main loop, which holds the replay mutex.
+ */
+static void ft_backup_stall_bh(void *opaque)
+{
+    g_autofree char *what = NULL;
+
+    if (replay_mode == REPLAY_MODE_PLAY) {
+        what = replay_describe_wait();
+        error_report("ft: backup: the stalled replay waited with %s", what);
+    }
+}
+
 static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
 {
     uint64_t icount = qatomic_read(&ch->stream->stream.icount);
@@ -71,6 +85,7 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
                           FT_STALL_MS, icount,
                           qatomic_read(&ch->avail_end) - ch->consumed);
     ft_diverged_locked(ch, icount, why);
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), ft_backup_stall_bh, NULL);
     return true;
 }
 

@@ -14,6 +14,7 @@
 #include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "hw/core/cpu.h"
+#include "system/runstate.h"
 #include "system/system.h"
 #include "ft-internal.h"
 #include "trace.h"

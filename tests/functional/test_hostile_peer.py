@@ -33,6 +33,10 @@ PRIMARY = 1
 # What a backup says when its replay stands still with log waiting
 STALLED = (r'DIVERGED from the primary at icount \d+: replay stalled for '
            r'5000 ms at icount \d+ with \d+ bytes of log waiting')
+# ... and what it waited for: here an interrupt its CPU does not have
+WAITED = (r"the stalled replay waited with the log's next event "
+          r"EVENT_INTERRUPT at icount \d+, \d+ instructions to run; "
+          r"queued by the devices: ")
 
 
 class FakePrimary:
@@ -250,9 +254,11 @@ class HostilePeer(LogCase):
         """A checkpoint turned into an interrupt that the backup's CPU
         does not have: its replay stands still with log waiting.  Before,
         it waited for ever (and a primary would stall at rrlag); now it
-        is a divergence after FT_STALL_MS."""
+        is a divergence after FT_STALL_MS, which says what replay
+        waited for."""
         self.diverges('stall', set_byte(EV_CHECKPOINT + 1, -1, EV_INTERRUPT,
-                                        200), STALLED)
+                                        200), STALLED,
+                      check=lambda vm, log: self.wait_log(vm, WAITED, 30))
 
     def test_replay_stall_full_buffer(self):
         """The same stall early in the log, with the receive buffer at its
