@@ -16,6 +16,7 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "hw/core/cpu.h"
+#include "hw/qdev-core.h"
 #include "system/cpu-timers.h"
 #include "system/runstate.h"
 #include "migration/misc.h"
@@ -138,7 +139,14 @@ void ft_bh(void *opaque)
         if (!ev) {
             stop_drained = ch->drained_stop;
             ch->drained_stop = false;
-            go_live = ch->golive_pending && ch->drained;
+            /*
+             * Not before the machine exists: a backup that lost its
+             * primary while it was starting (the block layer runs bottom
+             * halves while it opens the disks) goes live once it does
+             * (ft_machine_done() runs this again).
+             */
+            go_live = ch->golive_pending && ch->drained &&
+                      phase_check(PHASE_MACHINE_READY);
         }
         qemu_mutex_unlock(&ch->lock);
         if (!ev) {

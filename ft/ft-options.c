@@ -286,6 +286,8 @@ static void ft_machine_done(Notifier *n, void *data)
     int64_t deadline = ft_now_ns() + (int64_t)wait_ms * SCALE_MS;
 
     ft_protect_machine_done();
+    /* A go-live that waited for the machine (ft_bh()) */
+    qemu_bh_schedule(ch->bh);
     qemu_mutex_lock(&ch->lock);
     if (ch->role == FT_ROLE_PRIMARY) {
         ch->config = g_steal_pointer(&mine);
