@@ -95,17 +95,24 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
  * request once its management says cont; the log carries the outcome.
  * The backup plays the same failure and stops too: it goes on at once,
  * so that its device retries as well and waits for that outcome in the
- * log.  Live, the VM records, and its stops are its management's; and a
- * backup that diverged, whose replay halted, must never run again.
+ * log.  So too with its primary lost meanwhile: it must play the rest of
+ * the log to go live.  Live, the VM records, and its stops are its
+ * management's; and a backup that diverged, halted or was detached must
+ * never run again.
  */
 static void ft_backup_io_error_bh(void *opaque)
 {
     FtChannel *ch = opaque;
+    FtState st;
 
     /* Live since (the channel may be gone), or stopped otherwise since */
-    if (replay_mode == REPLAY_MODE_PLAY &&
-        runstate_check(RUN_STATE_IO_ERROR) &&
-        qatomic_read(&ch->state) == FT_STATE_STREAMING) {
+    if (replay_mode != REPLAY_MODE_PLAY ||
+        !runstate_check(RUN_STATE_IO_ERROR)) {
+        return;
+    }
+    st = qatomic_read(&ch->state);
+    if (st != FT_STATE_DIVERGED && st != FT_STATE_HALTED &&
+        st != FT_STATE_DETACHED) {
         trace_ft_backup_io_error_cont();
         vm_start();
     }
