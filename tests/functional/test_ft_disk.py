@@ -220,7 +220,7 @@ class SharedDiskTest(FailoverCase):
         self.assertGreater(bi['digest']['checks'], 5)
 
 
-    def io_error_pair(self):
+    def io_error_pair(self, rrx=',rrtimeout=2000'):
         """A pair of the disk workload whose disk has
         werror=stop,rerror=stop, the primary's path to it through a
         HoldFs; returns (the HoldFs, p, pcon, b, bcon) once the guest
@@ -228,11 +228,25 @@ class SharedDiskTest(FailoverCase):
         stop = ',werror=stop,rerror=stop'
         fs, held, img = held_image(self)
         p, pcon, b, bcon = self.make_ft_pair(
-            WORKLOADS['disk'].append(), rrx=',rrtimeout=2000',
+            WORKLOADS['disk'].append(), rrx=rrx,
             primary_args=shared_drive(held, False, dev_extra=stop),
             backup_args=shared_drive(img, True, dev_extra=stop))
         pcon.wait(r'DISK verify ok', 240, p)
         return fs, p, pcon, b, bcon
+
+    def goes_on_live(self, pcon, b, bcon):
+        """The backup @b goes live, and the guest goes on verifying its
+        disk without seeing an error."""
+        self.wait_event(b, 'FT_WENT_LIVE', 60)
+        deadline = time.monotonic() + 180
+        while self.verified(bcon.text()) < 2:
+            self.assertLess(time.monotonic(), deadline,
+                            'the guest stopped verifying its disk')
+            time.sleep(0.5)
+        self.assertEqual(b.cmd('query-status')['status'], 'running')
+        stream, _ = splice_consoles(pcon.text(), bcon.text())
+        self.verified(stream)
+        self.assertNotIn('I/O error', stream)
 
     def cont_until_running(self, vm, tries=20):
         """cont until @vm keeps running: a recording VM takes the outcomes
@@ -319,17 +333,8 @@ class SharedDiskTest(FailoverCase):
         wait_runstate(p, ('io-error',), 30)
         time.sleep(1)
         os.kill(p.get_pid(), signal.SIGKILL)
-        self.wait_event(b, 'FT_WENT_LIVE', 60)
         before = self.verified(pcon.text())
-        deadline = time.monotonic() + 180
-        while self.verified(bcon.text()) < 2:
-            self.assertLess(time.monotonic(), deadline,
-                            'the guest stopped verifying its disk')
-            time.sleep(0.5)
-        self.assertEqual(b.cmd('query-status')['status'], 'running')
-        stream, _ = splice_consoles(pcon.text(), bcon.text())
-        self.verified(stream)
-        self.assertNotIn('I/O error', stream)
+        self.goes_on_live(pcon, b, bcon)
         info = b.cmd('x-query-ft')
         self.assertEqual(info['state'], 'live', info)
         self.assertEqual(info['digest']['mismatches'], 0, info)
