@@ -65,7 +65,8 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
     w->seen_ns = now;
     waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
               ch->state == FT_STATE_STREAMING &&
-              (!ch->join || ch->joined) && runstate_is_running();
+              (!ch->join || ch->joined) &&
+              (runstate_is_running() || replay_vm_stopped_by_log());
     if (!waiting) {
         w->since_ns = 0;
         return false;
@@ -87,50 +88,6 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
     ft_diverged_locked(ch, icount, why);
     aio_bh_schedule_oneshot(qemu_get_aio_context(), ft_backup_stall_bh, NULL);
     return true;
-}
-
-/*
- * A guest disk with werror=stop or rerror=stop stops the VM at a failed
- * request.  The primary stopped there, and its device retries the
- * request once its management says cont; the log carries the outcome.
- * The backup plays the same failure and stops too: it goes on at once,
- * so that its device retries as well and waits for that outcome in the
- * log.  So too with its primary lost meanwhile: it must play the rest of
- * the log to go live.  Live, the VM records, and its stops are its
- * management's; and a backup that diverged, halted or was detached must
- * never run again.
- */
-static void ft_backup_io_error_bh(void *opaque)
-{
-    FtChannel *ch = opaque;
-    FtState st;
-
-    /* Live since (the channel may be gone), or stopped otherwise since */
-    if (replay_mode != REPLAY_MODE_PLAY ||
-        !runstate_check(RUN_STATE_IO_ERROR)) {
-        return;
-    }
-    st = qatomic_read(&ch->state);
-    if (st != FT_STATE_DIVERGED && st != FT_STATE_HALTED &&
-        st != FT_STATE_DETACHED) {
-        trace_ft_backup_io_error_cont();
-        vm_start();
-    }
-}
-
-static void ft_backup_vm_state(void *opaque, bool running, RunState state)
-{
-    if (!running && state == RUN_STATE_IO_ERROR &&
-        replay_mode == REPLAY_MODE_PLAY) {
-        aio_bh_schedule_oneshot(qemu_get_aio_context(),
-                                ft_backup_io_error_bh, opaque);
-    }
-}
-
-void ft_backup_follow_io_errors(FtChannel *ch)
-{
-    ch->io_error_vmstate =
-        qemu_add_vm_change_state_handler(ft_backup_vm_state, ch);
 }
 
 /*

@@ -57,7 +57,7 @@
 #include "ft-proto.h"
 
 /* Must follow REPLAY_VERSION in replay/replay-internal.h: in the HELLO. */
-#define FT_REPLAY_VERSION       0xe0200e
+#define FT_REPLAY_VERSION       0xe0200f
 
 #define FT_TX_PAYLOAD           (256 * KiB)
 /* Default bound of the backup's log received but not yet replayed */
@@ -332,7 +332,6 @@ struct FtChannel {
     int64_t fence_start_ns;         /* lock */
     double fence_ms;                /* lock */
     VMChangeStateEntry *fence_vmstate;  /* BQL */
-    VMChangeStateEntry *io_error_vmstate;   /* BQL: backup */
     QEMUTimer *exit_timer;          /* BQL */
 
     /*
@@ -484,7 +483,6 @@ void ft_channel_free(FtChannel *ch);
 void *ft_primary_tx_thread(void *opaque);
 void *ft_primary_rx_thread(void *opaque);
 void *ft_backup_rx_thread(void *opaque);
-void ft_backup_follow_io_errors(FtChannel *ch);
 
 /* ft-output.c */
 void ft_release_bh(void *opaque);

@@ -471,7 +471,6 @@ static ReplayStream *ft_open(const char *chardev, QemuOpts *opts,
     if (!writer) {
         ch->wait = !ch->join;
         ch->stream->stream.join = ch->join;
-        ft_backup_follow_io_errors(ch);
     }
     if (!ft_connect(ch, errp)) {
         goto fail;

@@ -435,9 +435,6 @@ void ft_channel_free(FtChannel *ch)
     if (ch->machine_done.notify) {
         qemu_remove_machine_init_done_notifier(&ch->machine_done);
     }
-    if (ch->io_error_vmstate) {
-        qemu_del_vm_change_state_handler(ch->io_error_vmstate);
-    }
     ft_fence_cleanup(ch);
     qemu_bh_delete(ch->bh);
     qemu_bh_delete(ch->release_bh);

@@ -17,8 +17,8 @@ import subprocess
 import time
 import unittest
 
-from ft_test import QEMU_IMG, WORKLOADS, FailoverCase, shared_drive, \
-    splice_consoles, ticks, wait_runstate
+from ft_test import QEMU_IMG, WORKLOADS, BridgedCase, FailoverCase, \
+    guest_args, shared_drive, splice_consoles, ticks, wait_runstate
 from ft_test.ext4 import check_image, fs_checked, mkfs_ext4
 from ft_test.holdctl import held_image
 
@@ -248,7 +248,8 @@ class SharedDiskTest(FailoverCase):
         self.verified(stream)
         self.assertNotIn('I/O error', stream)
 
-    def cont_until_running(self, vm, tries=20):
+    @staticmethod
+    def cont_until_running(vm, tries=20):
         """cont until @vm keeps running: a recording VM takes the outcomes
         of its requests one at a time, and each failed one stops it
         again.  Returns how many cont it took."""
@@ -260,65 +261,17 @@ class SharedDiskTest(FailoverCase):
                 return n
         raise AssertionError(f'still stopped after {tries} cont')
 
-    def test_io_error_pauses_and_resumes(self):
-        """werror=stop,rerror=stop, the setting of highly available VMs:
-        the primary's storage path fails every read and write for 4 s
-        (ft_test/holdfs.py), and the primary stops at its first failed
-        request, and again at each retry, once a second.  The backup
-        plays to the same failure, stops there too and goes on by itself.
-        Once the storage is back, cont on the primary retries the request
-        (once per failed request: see cont_until_running()), and the pair
-        goes on in lockstep through a few such outages: the guest never
-        sees an error."""
-        fs, p, pcon, b, bcon = self.io_error_pair()
-        for outage in range(3):
-            fs.ctl('fail')
-            ev = self.wait_event(p, 'BLOCK_IO_ERROR', 60)
-            self.log.info('outage %d: %s', outage, ev['data'])
-            self.assertEqual(ev['data']['action'], 'stop')
-            wait_runstate(p, ('io-error',), 30)
-            # cont every second meanwhile, as an eager management would:
-            # each retry fails and stops the VM again
-            for _ in range(4):
-                time.sleep(1)
-                if p.cmd('query-status')['status'] == 'io-error':
-                    p.cmd('cont')
-            fs.ctl('heal')
-            conts = self.cont_until_running(p)
-            self.log.info('outage %d: running after %d cont', outage, conts)
-            done = self.verified(pcon.text())
-            deadline = time.monotonic() + 120
-            while self.verified(pcon.text()) < done + 1:
-                self.assertLess(time.monotonic(), deadline,
-                                'the guest stopped verifying its disk')
-                time.sleep(0.5)
-        self.assertGreaterEqual(fs.state()['failed'], 3)
-        # The backup stopped at each failure too, and went on each time
-        self.assertEqual(wait_runstate(b, ('running',), 30), 'running')
-        pi = p.cmd('x-query-ft')
-        deadline = time.monotonic() + 60
-        while b.cmd('x-query-ft')['log-consumed'] < pi['log-written']:
-            self.assertLess(time.monotonic(), deadline,
-                            'the backup did not follow')
-            time.sleep(0.5)
-        for vm in (p, b):
-            info = vm.cmd('x-query-ft')
-            self.assertEqual(info['state'], 'streaming', info)
-        info = b.cmd('x-query-ft')
-        self.assertEqual(info['digest']['mismatches'], 0, info)
-        self.assertGreater(info['digest']['checks'], 5, info)
-        self.assertNotIn('I/O error', pcon.text())
-
     def test_io_error_backup_quits(self):
         """A backup that quits while its primary is stopped on a failed
-        request, its own retry waiting for the log, exits cleanly: it
-        does not retry the request on its way out."""
+        request, stopped there too with the request to retry, exits
+        cleanly: it does not retry the request on its way out."""
         fs, p, pcon, b, bcon = self.io_error_pair()
         fs.ctl('fail')
         self.wait_event(p, 'BLOCK_IO_ERROR', 60)
         wait_runstate(p, ('io-error',), 30)
         self.wait_event(b, 'BLOCK_IO_ERROR', 60)
-        self.assertEqual(wait_runstate(b, ('running',), 30), 'running')
+        # The backup stops where its primary stopped, in the same state
+        self.assertEqual(wait_runstate(b, ('io-error',), 30), 'io-error')
         self.shutdown_checked(b)
         self.assertEqual(b.exitcode(), 0, b.get_log())
 
@@ -439,3 +392,73 @@ class SharedDiskTest(FailoverCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class IoErrorNetTest(BridgedCase):
+
+    def test_io_error_pauses_and_resumes(self):
+        """werror=stop,rerror=stop, the setting of highly available VMs,
+        with TCP echo streams through the guest's NIC too: the primary's
+        storage path fails every read and write for 5 s, three times
+        (ft_test/holdfs.py), and the primary stops at its first failed
+        request, and again at each retry, with a cont every second
+        meanwhile, as an eager management gives.  The backup stops where
+        the primary stopped and starts where it started (the log says
+        where), so that its devices act at each cont where the
+        primary's did: virtio-net's transmit bottom half, IDE's retry.
+        Once the storage is back, cont on the primary retries the request
+        (once per failed request: see cont_until_running()), and the pair
+        goes on in lockstep: the guest never sees an error, and no echoed
+        byte is lost."""
+        net = self.net
+        stop = ',werror=stop,rerror=stop'
+        fs, held, img = held_image(self)
+        p, pcon, b, bcon = self.make_ft_pair(
+            guest_args(ip=net.GUEST_IP + '/24', work='echo,ticker,disk',
+                       disk_loops=0, disk_mb=4),
+            rrx=',rrtimeout=2000',
+            primary_args=net.nic_args(0) + shared_drive(held, False,
+                                                        dev_extra=stop),
+            backup_args=net.nic_args(1) + shared_drive(img, True,
+                                                       dev_extra=stop))
+        pcon.wait(r'DISK verify ok', 240, p)
+        client, cstop = net.client(self.workdir, conns=4)
+        verified = SharedDiskTest.verified
+        for outage in range(3):
+            time.sleep(2)
+            fs.ctl('fail')
+            self.wait_event(p, 'BLOCK_IO_ERROR', 60)
+            wait_runstate(p, ('io-error',), 30)
+            for _ in range(5):
+                time.sleep(1)
+                if p.cmd('query-status')['status'] == 'io-error':
+                    p.cmd('cont')
+            fs.ctl('heal')
+            SharedDiskTest.cont_until_running(p)
+            done = verified(pcon.text())
+            deadline = time.monotonic() + 120
+            while verified(pcon.text()) < done + 1:
+                self.assertLess(time.monotonic(), deadline,
+                                'the guest stopped verifying its disk')
+                self.assertEqual(b.cmd('x-query-ft')['state'], 'streaming')
+                time.sleep(0.5)
+        self.assertGreaterEqual(fs.state()['failed'], 3)
+        res = net.client_result(client, cstop)
+        self.log.info('client: %s', res)
+        for e in res['echo']:
+            self.assertIsNone(e['error'], f'echo connection {e["id"]}')
+            self.assertGreater(e['verified'], 0)
+        pi = p.cmd('x-query-ft')
+        deadline = time.monotonic() + 60
+        while b.cmd('x-query-ft')['log-consumed'] < pi['log-written']:
+            info = b.cmd('x-query-ft')
+            self.assertEqual(info['state'], 'streaming', info)
+            self.assertLess(time.monotonic(), deadline,
+                            'the backup did not follow')
+            time.sleep(0.5)
+        info = b.cmd('x-query-ft')
+        self.assertEqual(info['state'], 'streaming', info)
+        self.assertEqual(info['digest']['mismatches'], 0, info)
+        self.assertGreater(info['digest']['checks'], 5, info)
+        self.assertEqual(wait_runstate(b, ('running',), 30), 'running')
+        self.assertNotIn('I/O error', pcon.text())

@@ -172,9 +172,12 @@ void qemu_system_vmstop_request(RunState state)
 {
 }
 
+/* Stopped and started by the log's events (replay-runstate.c) */
+static bool fuzz_running = true;
+
 bool runstate_is_running(void)
 {
-    return true;
+    return fuzz_running;
 }
 
 void runstate_replay_enable(void)
@@ -214,6 +217,34 @@ void timer_mod_ns(QEMUTimer *ts, int64_t expire_time)
 int64_t qemu_clock_get_ns(QEMUClockType type)
 {
     return 0;
+}
+
+/* The log's stops and starts (replay-runstate.c), taken as the main loop */
+int vm_stop(RunState state)
+{
+    fuzz_running = false;
+    return 0;
+}
+
+void vm_start(void)
+{
+    fuzz_running = true;
+}
+
+void timer_mod(QEMUTimer *ts, int64_t expire_time)
+{
+}
+
+void timer_init_full(QEMUTimer *ts, QEMUTimerListGroup *timer_list_group,
+                     QEMUClockType type, int scale, int attributes,
+                     QEMUTimerCB *cb, void *opaque)
+{
+}
+
+QEMUBH *qemu_bh_new_full(QEMUBHFunc *cb, void *opaque, const char *name,
+                         MemReentrancyGuard *reentrancy_guard)
+{
+    return NULL;
 }
 
 void qemu_chr_be_write_impl(Chardev *s, const uint8_t *buf, int len)
@@ -425,6 +456,11 @@ static void fuzz_consume(unsigned kind, unsigned step)
         /* before a vCPU runs; the one the log named, or another */
         replay_vcpu_turn(qemu_get_cpu(pick(step, FUZZ_VCPUS)));
         break;
+    case EVENT_VM_STOP:
+    case EVENT_VM_START:
+        /* the main loop, once the vCPU stopped at one */
+        replay_run_vm_events();
+        break;
     default:
         g_assert_not_reached();
     }
@@ -433,6 +469,7 @@ static void fuzz_consume(unsigned kind, unsigned step)
 static void fuzz_reset(const uint8_t *data, size_t size)
 {
     memset(&fz, 0, sizeof(fz));
+    fuzz_running = true;
     fz.settings = data[0];
     fz.data = data + 1;
     fz.size = size - 1;

@@ -15,7 +15,7 @@ from .wire import REPLAY_VERSION
 QEMU_ASAN = os.environ.get('FT_QEMU_ASAN', os.path.join(
     BUILD, 'qemu-asan', 'qemu-system-x86_64'))
 
-# Event ids of REPLAY_VERSION 0xe0200e (replay/replay-internal.h)
+# Event ids of REPLAY_VERSION 0xe0200f (replay/replay-internal.h)
 EV_INSTRUCTION = 0
 EV_INTERRUPT = 1
 EV_ASYNC = 3                # + ReplayAsyncEventKind
@@ -32,7 +32,9 @@ EV_CLOCK, EV_CLOCK_LAST = 28, 29
 EV_CHECKPOINT, EV_CHECKPOINT_LAST = 30, 38
 EV_DIGEST = 39
 EV_VCPU = 40
-EV_END = 41
+EV_VM_STOP = 41        # + the run state (a byte)
+EV_VM_START = 42
+EV_END = 43
 HEADER_SIZE = 12
 
 SIGNAL_EXITS = (134, 139)   # a shell's view of SIGABRT and SIGSEGV
@@ -72,13 +74,15 @@ def parse_log(data, block_ids=False):
             p = array(p)
         elif ev in (EV_CHAR_READ_ALL_ERROR, EV_VCPU):
             p += 4
+        elif ev == EV_VM_STOP:
+            p += 1
         elif ev == EV_RANDOM:
             p = array(p + 4)
         elif ev == EV_DIGEST:
             p = array(p + 8)
         elif ev == EV_END:
             break
-        elif ev in (1, 2, EV_ASYNC + ASYNC_INPUT_SYNC) or \
+        elif ev in (1, 2, EV_ASYNC + ASYNC_INPUT_SYNC, EV_VM_START) or \
                 EV_SHUTDOWN <= ev <= EV_SHUTDOWN_LAST or \
                 EV_CHECKPOINT <= ev <= EV_CHECKPOINT_LAST:
             pass

@@ -30,7 +30,7 @@ def crc32c(data, crc=0):
 FRAME_HELLO, FRAME_DATA, FRAME_ACK, FRAME_HEARTBEAT, FRAME_END = 1, 2, 3, 4, 5
 FRAME_CONFIG = 6
 PROTO_VERSION = 2       # ft/ft-frame.h FT_PROTO_VERSION
-REPLAY_VERSION = 0xe0200e
+REPLAY_VERSION = 0xe0200f
 
 
 def frame(ftype, gen=1, offset=0, payload=b'', flags=0,
