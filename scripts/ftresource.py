@@ -50,14 +50,14 @@ def vm_config(path, *args):
 
 def guest_params(cluster, workdir, qemu, guest_dir, firmware_dirs, append,
                  mac, uuid, rr_options='rrtimeout=1000,rrinsecure=on',
-                 nic=True, disk=None):
+                 nic=True, disk=None, disk_opts=''):
     """The agent's parameters for the test guest on @cluster: its
     vm_config (written in @workdir, with a lock directory there), with
     @nic its NIC on each node's tap fttap0 under the output rule, with
     @disk (a raw image path) a shared AHCI disk through blkreplay ft=on
     (opened without QEMU's image lock on every node: a backup that goes
-    live keeps the open it had), its console in
-    @workdir/console-NODE-START.log."""
+    live keeps the open it had), with @disk_opts on its device (werror=,
+    rerror=), its console in @workdir/console-NODE-START.log."""
     nic_args = ['-netdev', 'tap,id=n0,ifname=fttap0,script=no,'
                 'downscript=no,vhost=off',
                 '-device', f'virtio-net-pci,netdev=n0,mac={mac},romfile=',
@@ -77,7 +77,7 @@ def guest_params(cluster, workdir, qemu, guest_dir, firmware_dirs, append,
         *(['-drive', f'file={disk},if=none,id=d0,format=raw,'
            'cache.direct=on,file.locking=off',
            '-drive', 'driver=blkreplay,if=none,image=d0,id=d0-rr,ft=on',
-           '-device', 'ide-hd,drive=d0-rr'] if disk else []),
+           '-device', f'ide-hd,drive=d0-rr{disk_opts}'] if disk else []),
         *[a for d in firmware_dirs for a in ('-L', d)])
     return {'qemu': qemu, 'vm_config': config, 'uuid': uuid,
             'lockdir': lock,

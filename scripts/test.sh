@@ -6,7 +6,7 @@
 # FT_SANITIZE=1 runs the functional tests on QEMU built with ASan and
 # UBSan (build/qemu-asan); FT_FUZZ_SECONDS and FT_FUZZ_REPLAY_SECONDS
 # set the fuzz runs' lengths (scripts/fuzz-replay.sh runs long campaigns).
-# FT_CHAOS_MINUTES (default 4) sets the chaos run's length
+# FT_CHAOS_MINUTES (default 8) sets the chaos run's length
 # (tests/chaos/ftchaos.py runs longer ones; 0 skips it).
 # FT_COLO=1 also builds QEMU with its own COLO (build/qemu-colo, a second
 # full build) and runs tests/functional/test_colo.py, which is left out
@@ -193,7 +193,7 @@ fi
 
 step "functional tests (pytest)"
 # A bounded chaos run (tests/chaos, docs/chaos.md): 4 minutes unless set
-export FT_CHAOS_MINUTES="${FT_CHAOS_MINUTES:-4}"
+export FT_CHAOS_MINUTES="${FT_CHAOS_MINUTES:-8}"
 # The tests' package ft_test lives in tests/functional (docs/development.md)
 PYTHONPATH="$TOP/tests/functional${PYTHONPATH:+:$PYTHONPATH}" \
 /usr/bin/python3 -m pytest -v -rfE -p no:cacheprovider --durations=30 \

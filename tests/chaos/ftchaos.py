@@ -4,7 +4,10 @@
 # cluster (scripts/ftcluster.py, the resource of scripts/ocf/vm), under
 # mixed load from a client outside (TCP echo streams, HTTP downloads)
 # with the guest's console ticker and its ext4 workload on a shared disk
-# (files rewritten, fsynced and renamed in turn), takes a random fault every
+# (files rewritten, fsynced and renamed in turn; the image is on a FUSE
+# pass-through, tests/functional/ft_test/holdfs.py, that can fail its
+# I/O, and the disk stops the VM on an error: werror=stop,rerror=stop),
+# takes a random fault every
 # --min-gap..--max-gap seconds once it is protected again, for --minutes.
 # Pacemaker restores redundancy after each fault; this script only
 # clears the failed instance's record (crm_resource --cleanup) 5 s after
@@ -27,6 +30,11 @@
 #   lock-primary, lock-backup   the lock directory unusable on that node
 #                               (a read-only empty file system over it)
 #                               for 3-15 s
+#   disk-errors                 the shared storage fails every read and
+#                               write with EIO for 3-15 s: the primary
+#                               stops at its first failed request, and
+#                               its agent continues it once the storage
+#                               is back, which retries it
 #
 # Root only (namespaces, bridges, taps).  Exit status 1 on a violation.
 #
@@ -53,15 +61,17 @@ sys.path.insert(0, HERE)
 from ft_test.config import FAST_BOOT, FIRMWARE_DIRS, GUEST_DIR, \
     QEMU_BIN  # noqa: E402
 from ft_test.ext4 import mkfs_ext4  # noqa: E402
+from ft_test.holdctl import HoldFs  # noqa: E402
 from ft_test.net import BridgeNet, ClientNet  # noqa: E402
 from ftcluster import Cluster, install_ocf_agent  # noqa: E402
+from ftmgmt import Qmp  # noqa: E402
 from ftresource import AGENT, FtResource, guest_params  # noqa: E402
 import checker  # noqa: E402
 
 UUID = '5c0a7e1d-2b3c-4d5e-8f90-a1b2c3d4e5f6'
 FAULTS = ('kill-primary', 'kill-backup', 'stop-primary', 'stop-backup',
           'starve-primary', 'starve-backup', 'flap-primary', 'flap-backup',
-          'lock-primary', 'lock-backup')
+          'lock-primary', 'lock-backup', 'disk-errors')
 # Longest wait for the pair to be protected again after a fault
 PROTECT_S = 240
 
@@ -74,6 +84,7 @@ class Run:
         self.lock = threading.Lock()
         self.events = open(os.path.join(self.out, 'events.jsonl'), 'a')
         self.halt = threading.Event()
+        self.deck = []
 
     def event(self, kind, **kw):
         e = dict(t=time.time(), kind=kind, **kw)
@@ -154,7 +165,55 @@ class Run:
                         'ftchaos', self.lockdir)
             time.sleep(d)
             self.cl.run(node, 'umount', self.lockdir)
+        elif kind == 'disk':
+            d = r.uniform(3, 15)
+            self.event('fault', fault=name, seconds=round(d, 2))
+            self.storage.ctl('fail')
+            time.sleep(d)
+            self.storage.ctl('heal')
+            t0 = time.monotonic()
+            self.event('healed', fault=name,
+                       failed=self.storage.state()['failed'])
+            # The agent continues the primary that a failed request
+            # stopped (resume_io_error), once per monitor
+            while True:
+                st = self.runstate(p)
+                if st == 'running':
+                    self.event('resumed', node=p,
+                               seconds=round(time.monotonic() - t0, 2))
+                    break
+                if time.monotonic() - t0 > 60:
+                    self.event('stuck', fault=name,
+                               why=f'the primary is {st} 60 s after its '
+                               'storage came back')
+                    break
+                time.sleep(0.5)
         return node
+
+    def runstate(self, node):
+        """query-status of @node's QEMU, None if it does not answer."""
+        try:
+            vm = Qmp(node, self.res.qmp(node))
+        except Exception:   # noqa: BLE001  no QEMU there
+            return None
+        try:
+            vm.mon.settimeout(3)
+            return vm.cmd('query-status')['status']
+        except Exception:   # noqa: BLE001  gone meanwhile
+            return None
+        finally:
+            vm.close()
+
+    def next_fault(self, faults):
+        """A fault drawn at random; with --deck, from a shuffled deck of
+        them all, dealt out before it is shuffled again, so that a short
+        run takes each kind."""
+        if not self.args.deck:
+            return self.rnd.choice(faults)
+        if not self.deck:
+            self.deck = list(faults)
+            self.rnd.shuffle(self.deck)
+        return self.deck.pop()
 
     def recover(self, name, p, b, gen):
         """Wait for a protected pair again (a new generation if the
@@ -212,10 +271,11 @@ class Run:
         append = f'{FAST_BOOT} ft.work=echo,http,ticker,fs ' \
             f'ft.ip={BridgeNet.GUEST_IP}/24 ft.disk_loops=0 ' \
             f'ft.fs_kb={checker.FS_KB}'
-        disk = mkfs_ext4(os.path.join(self.out, 'shared.img'), 32)
         self.res.create(guest_params(
             self.cl, self.out, QEMU_BIN, GUEST_DIR, FIRMWARE_DIRS, append,
-            BridgeNet.MAC, UUID, disk=disk))
+            BridgeNet.MAC, UUID,
+            disk=os.path.join(self.storage.mnt, 'shared.img'),
+            disk_opts=',werror=stop,rerror=stop'))
         self.lockdir = os.path.join(self.out, 'lock')
         (p, b, gen), _ = self.res.wait_protected(self.nodes, timeout=300)
         sha = None
@@ -246,6 +306,14 @@ class Run:
         captures = []
         client = None
         try:
+            # Mounted before the nodes' mount namespaces are made
+            src = os.path.join(self.out, 'storage')
+            os.makedirs(src, exist_ok=True)
+            mkfs_ext4(os.path.join(src, 'shared.img'), 32)
+            os.symlink(os.path.join('storage', 'shared.img'),
+                       os.path.join(self.out, 'shared.img'))
+            self.storage = HoldFs(src, os.path.join(self.out, 'disk'),
+                                  os.path.join(self.out, 'storage.status'))
             self.cl.up()
             install_ocf_agent(AGENT)
             self.nodes = list(self.cl.names)
@@ -267,7 +335,7 @@ class Run:
                 time.sleep(self.rnd.uniform(a.min_gap, a.max_gap))
                 if time.monotonic() >= end:
                     break
-                name = self.rnd.choice(faults)
+                name = self.next_fault(faults)
                 try:
                     self.fault(name, p, b)
                 except (RuntimeError, ProcessLookupError) as e:
@@ -310,6 +378,8 @@ class Run:
                     except (OSError, KeyError):
                         pass
             self.cl.down()
+            if getattr(self, 'storage', None):
+                self.storage.close()
         report = checker.check(self.out)
         with open(os.path.join(self.out, 'report.txt')) as f:
             print(f.read(), end='')
@@ -327,6 +397,9 @@ def main():
     ap.add_argument('--max-gap', type=float, default=60)
     ap.add_argument('--conns', type=int, default=2)
     ap.add_argument('--faults', default='')
+    ap.add_argument('--deck', action='store_true',
+                    help='each kind of fault once, in a random order, '
+                    'before any of them again')
     ap.add_argument('--tag', type=int, default=230 + os.getpid() % 20)
     args = ap.parse_args()
     # Not the tag of a cluster that runs (another chaos run, say)

@@ -2,13 +2,15 @@
 #
 # A bounded chaos run (tests/chaos/ftchaos.py): the protected VM on the
 # three-node Pacemaker cluster, under TCP echo and HTTP load with the
-# console ticker, takes random faults (kill -9, SIGSTOP, CPU starvation,
-# link flaps, lock storage taken away, on either side) while Pacemaker
-# restores redundancy after each; the independent checker
-# (tests/chaos/checker.py) must find no violation.
+# console ticker and the ext4 workload, takes random faults (kill -9,
+# SIGSTOP, CPU starvation, link flaps, lock storage taken away, on either
+# side, and storage outages), each kind once in a random order before any
+# again (--deck), every 10-25 s, while Pacemaker restores redundancy after
+# each; the independent checker (tests/chaos/checker.py) must find no
+# violation.
 #
 # FT_CHAOS_MINUTES sets its length (default 0: skipped; scripts/test.sh
-# sets 4), FT_SEED its faults.  The report, the plot and the fault log
+# sets 8), FT_SEED its faults.  The report, the plot and the fault log
 # are copied to build/test-results/chaos-PID, whatever the outcome.
 # CheckerTest feeds the checker made-up runs: clean, a second VM sending,
 # a lost tick, a wrong byte.
@@ -43,7 +45,8 @@ class ChaosTest(FTTestCase):
         out = self.scratch('chaos')
         cmd = [sys.executable, os.path.join(TOP, 'tests', 'chaos',
                                             'ftchaos.py'),
-               '--minutes', str(MINUTES), '--out', out]
+               '--minutes', str(MINUTES), '--out', out, '--deck',
+               '--min-gap', '10', '--max-gap', '25']
         if os.environ.get('FT_SEED'):
             cmd += ['--seed', os.environ['FT_SEED']]
         r = subprocess.run(cmd, capture_output=True, text=True,

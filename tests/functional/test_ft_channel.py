@@ -23,7 +23,7 @@ from ft_test.wire import FRAME_DATA, FRAME_HELLO, PROTO_VERSION, frame, \
 
 # How long the lockstep tests run once the guest is ready (longer runs:
 # FT_PAIR_SECONDS)
-PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '30'))
+PAIR_SECONDS = int(os.environ.get('FT_PAIR_SECONDS', '15'))
 
 
 class FrameProxy:

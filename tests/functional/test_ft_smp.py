@@ -27,7 +27,7 @@ from ft_test.failover import kill_primary_trial
 from ft_test.protect import protect, start_joiner
 
 # How long the lockstep tests run once every vCPU is busy
-SECONDS = int(os.environ.get('FT_SMP_SECONDS', '30'))
+SECONDS = int(os.environ.get('FT_SMP_SECONDS', '15'))
 # kill -9 trials at -smp 2 (test_ft_network.py and test_ft_disk.py have
 # their own, under the TCP and ext4 workloads)
 KILLS = int(os.environ.get('FT_SMP_KILLS', '1'))
