@@ -115,12 +115,16 @@ class Suspect:
         n = len(self.seg[3]) if self.seg else 0
         self.got, self.have = bytearray(n), [False] * n
         self.differs = False
+        # The new sender sent the flow's data from this segment's end on
+        self.beyond = False
 
     def take(self, other):
         """Bytes the new sender sent on the same flow."""
-        flow, seq, _, payload = self.seg
+        flow, seq, end, payload = self.seg
         if other[0] != flow or not other[3]:
             return
+        if (other[1] - end) & 0xffffffff < 0x80000000:
+            self.beyond = True
         off = (other[1] - seq) & 0xffffffff
         if off >= 0x80000000:
             off -= 1 << 32
@@ -133,12 +137,23 @@ class Suspect:
 
     def late(self):
         """TCP that the new sender sent too, byte for byte (as far as
-        the capture holds them), or a bare ACK: a late delivery."""
+        the capture holds them), or a bare ACK: a late delivery.  Or TCP
+        that the new sender did not send again, the bytes it did send of
+        it the same, because its stream went on past it: the receiver had
+        the segment, from the old sender, and acknowledged it.  Its bytes
+        are then judged by the client, which checks every byte it got."""
         if not self.seg:
             return False
         payload = self.seg[3]
-        return not payload or (all(self.have) and not self.differs and
-                                bytes(self.got) == payload)
+        if not payload:
+            return True
+        if self.differs or any(h and g != p for h, g, p in
+                               zip(self.have, self.got, payload)):
+            return False
+        return all(self.have) or self.beyond
+
+    def resent(self):
+        return not self.seg or all(self.have)
 
 
 def judge_wire(run, mac):
@@ -189,18 +204,20 @@ def judge_wire(run, mac):
                     for s in mine:
                         s.take(other)
     violations = []
-    late = 0
+    late = unsent = 0
     for s in suspects:
         if s.late():
             late += 1
+            unsent += not s.resent()
             continue
         violations.append(
             f'{s.node} sent a guest frame at {s.t:.3f}, {s.after:.3f} s '
             f'after {s.new} took over: ' +
-            (f'TCP data that differs from what {s.new} sent' if s.seg
-             else 'not TCP'))
+            (f'TCP data that differs from what {s.new} sent, or that '
+             f'{s.new} did not send while its stream did not go past it'
+             if s.seg else 'not TCP'))
     return dict(per_node), sum(per_node.values()), \
-        [s for _, s in switches], late, violations[:20]
+        [s for _, s in switches], late, unsent, violations[:20]
 
 
 def judge_ticks(run):
@@ -380,12 +397,13 @@ def check(run):
     violations += v
     report.update(fs)
 
-    per_node, frames, switches, late, v = judge_wire(run, mac)
+    per_node, frames, switches, late, unsent, v = judge_wire(run, mac)
     violations += v
     report['guest frames captured'] = frames
     report['guest frames per node'] = per_node
     report['sender switches'] = len(switches)
     report['late TCP segments from an old sender'] = late
+    report['... of them not sent again by the new sender'] = unsent
     report['sender switch list'] = switches[:50]
 
     mismatches, v = judge_samples(samples)

@@ -107,8 +107,9 @@ def write_pcap(path, frames):
 
 class CheckerTest(FTTestCase):
 
-    def make_run(self, n1, n2, ticks=range(1, 21), echo_error=None):
-        run = self.scratch('run')
+    def make_run(self, n1, n2, ticks=range(1, 21), echo_error=None,
+                 name='run'):
+        run = self.scratch(name)
         os.makedirs(run)
         with open(os.path.join(run, 'run.json'), 'w') as f:
             json.dump({'mac': MAC, 'seconds': 60, 'seed': 1}, f)
@@ -137,6 +138,26 @@ class CheckerTest(FTTestCase):
         self.assertEqual(r['violations'], [])
         self.assertEqual(r['late TCP segments from an old sender'], 1)
         self.assertEqual(r['sender switches'], 1)
+
+    def test_late_not_resent(self):
+        """n1, stopped, delivers late after n2 took over a segment that n2
+        never sends: n2's stream goes on from its end (the receiver had
+        it from n1, and acknowledged it).  A late delivery, not a second
+        VM; but a late segment that n2's stream never went past is."""
+        data = b'x' * 512
+        n1 = [(100 + i, frame(data, seq=1000 + i * 512)) for i in range(5)]
+        n1.append((110.2, frame(data, seq=1000 + 5 * 512)))
+        n2 = [(110, frame(data, seq=1000 + 4 * 512))]
+        n2 += [(111 + i, frame(data, seq=1000 + (6 + i) * 512))
+               for i in range(3)]
+        r = self.make_run(n1, n2)
+        self.assertEqual(r['violations'], [])
+        self.assertEqual(r['late TCP segments from an old sender'], 1)
+        self.assertEqual(
+            r['... of them not sent again by the new sender'], 1)
+        n2 = [(110, frame(data, seq=1000 + 4 * 512))]
+        r = self.make_run(n1, n2, name='run2')
+        self.assertEqual(len(r['violations']), 1, r['violations'])
 
     def test_two_senders(self):
         """n1 goes on sending after n2 took over: new TCP data, and an
