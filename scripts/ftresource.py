@@ -189,19 +189,29 @@ class FtResource:
         except (OSError, ValueError):
             return None
 
-    def query(self, node, timeout=3.0):
-        """x-query-ft of @node's QEMU, None if it has none or is gone."""
+    def ask(self, node, what, timeout=3.0):
+        """@what(its Qmp) of @node's QEMU, None if it has none or is
+        gone."""
         try:
             vm = Qmp(node, self.qmp(node))
         except Exception:   # noqa: BLE001  no QEMU there
             return None
         try:
             vm.mon.settimeout(timeout)
-            return vm.ft()
+            return what(vm)
         except Exception:   # noqa: BLE001  gone meanwhile
             return None
         finally:
             vm.close()
+
+    def query(self, node, timeout=3.0):
+        """x-query-ft of @node's QEMU, None if it has none or is gone."""
+        return self.ask(node, lambda vm: vm.ft(), timeout)
+
+    def runstate(self, node, timeout=3.0):
+        """query-status of @node's QEMU, None if it has none or is gone."""
+        return self.ask(node, lambda vm: vm.cmd('query-status')['status'],
+                        timeout)
 
     def states(self, nodes):
         return {n: self.query(n) for n in nodes}

@@ -64,7 +64,6 @@ from ft_test.ext4 import mkfs_ext4  # noqa: E402
 from ft_test.holdctl import HoldFs  # noqa: E402
 from ft_test.net import BridgeNet, ClientNet  # noqa: E402
 from ftcluster import Cluster, install_ocf_agent  # noqa: E402
-from ftmgmt import Qmp  # noqa: E402
 from ftresource import AGENT, FtResource, guest_params  # noqa: E402
 import checker  # noqa: E402
 
@@ -177,7 +176,7 @@ class Run:
             # The agent continues the primary that a failed request
             # stopped (resume_io_error), once per monitor
             while True:
-                st = self.runstate(p)
+                st = self.res.runstate(p)
                 if st == 'running':
                     self.event('resumed', node=p,
                                seconds=round(time.monotonic() - t0, 2))
@@ -189,20 +188,6 @@ class Run:
                     break
                 time.sleep(0.5)
         return node
-
-    def runstate(self, node):
-        """query-status of @node's QEMU, None if it does not answer."""
-        try:
-            vm = Qmp(node, self.res.qmp(node))
-        except Exception:   # noqa: BLE001  no QEMU there
-            return None
-        try:
-            vm.mon.settimeout(3)
-            return vm.cmd('query-status')['status']
-        except Exception:   # noqa: BLE001  gone meanwhile
-            return None
-        finally:
-            vm.close()
 
     def next_fault(self, faults):
         """A fault drawn at random; with --deck, from a shuffled deck of
