@@ -192,7 +192,7 @@ else
 fi
 
 step "functional tests (pytest)"
-# A bounded chaos run (tests/chaos, docs/chaos.md): 4 minutes unless set
+# A bounded chaos run (tests/chaos, docs/chaos.md): 8 minutes unless set
 export FT_CHAOS_MINUTES="${FT_CHAOS_MINUTES:-8}"
 # The tests' package ft_test lives in tests/functional (docs/development.md)
 PYTHONPATH="$TOP/tests/functional${PYTHONPATH:+:$PYTHONPATH}" \

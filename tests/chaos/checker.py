@@ -62,9 +62,10 @@ def read_jsonl(path):
     return out
 
 
-def pcap_frames(path, mac):
+def pcap_frames(path, mac, sizes=False):
     """(time, frame) of the frames in the pcap file @path whose source is
-    @mac (bytes), one at a time."""
+    @mac (bytes), one at a time; with @sizes, (time, frame, its length on
+    the wire) (the capture keeps only a frame's start)."""
     with open(path, 'rb') as f:
         head = f.read(24)
         if len(head) < 24:
@@ -80,12 +81,12 @@ def pcap_frames(path, mac):
             rec = f.read(16)
             if len(rec) < 16:
                 break
-            sec, frac, incl, _ = struct.unpack(endian + 'IIII', rec)
+            sec, frac, incl, orig = struct.unpack(endian + 'IIII', rec)
             data = f.read(incl)
             if len(data) < incl:
                 break
             if data[6:12] == mac:
-                yield sec + frac * scale, data
+                yield (sec + frac * scale, data) + ((orig,) if sizes else ())
 
 
 def tcp_segment(frame):
@@ -165,23 +166,26 @@ def judge_wire(run, mac):
     takes it.  Anything else from a node other than the newest sender,
     within SWITCH_S of the switch, is a second VM sending: a frame that
     is not TCP, or TCP data the new sender never sent.  Streams the
-    captures: twice through, holding only the suspects."""
+    captures: twice through, holding only the suspects.  Also counts the
+    guest's bytes on the wire per second (all senders), for the plot."""
     paths = {}
     for path in sorted(glob.glob(os.path.join(run, 'wire-*.pcap'))):
         node = re.match(r'wire-(.+)\.pcap$', os.path.basename(path)).group(1)
         paths[node] = path
 
     def tagged(node):
-        for t, data in pcap_frames(paths[node], mac):
-            yield t, node, data
+        for t, data, size in pcap_frames(paths[node], mac, sizes=True):
+            yield t, node, data, size
     per_node = collections.Counter()
+    rate = collections.Counter()
     switches = []
     suspects = []
     current = None      # the newest sender
     since = 0.0         # when it took over
-    for t, node, data in heapq.merge(*map(tagged, paths),
-                                     key=lambda x: x[0]):
+    for t, node, data, size in heapq.merge(*map(tagged, paths),
+                                           key=lambda x: x[0]):
         per_node[node] += 1
+        rate[int(t)] += size
         if current is None:
             current = node
         elif node != current:
@@ -217,7 +221,7 @@ def judge_wire(run, mac):
              f'{s.new} did not send while its stream did not go past it'
              if s.seg else 'not TCP'))
     return dict(per_node), sum(per_node.values()), \
-        [s for _, s in switches], late, unsent, violations[:20]
+        [s for _, s in switches], late, unsent, violations[:20], rate
 
 
 def judge_ticks(run):
@@ -327,7 +331,7 @@ def judge_samples(samples):
     return mismatches, violations[:20]
 
 
-def plot(run, events, samples, path):
+def plot(run, events, samples, path, rate=None):
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -337,21 +341,26 @@ def plot(run, events, samples, path):
     if not samples:
         return False
     t0 = samples[0]['t']
-    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(12, 6))
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(12, 8))
     ts = [(s['t'] - t0) / 60 for s in samples]
     ax1.plot(ts, [s.get('lag_ms') or 0 for s in samples], lw=0.7,
              label='backup lag (ms)')
-    ax1.set_ylabel('lag ms')
+    ax1.set_ylabel('lag ms (log scale)')
+    ax1.set_yscale('symlog', linthresh=10)
     ax2.plot(ts, [s.get('log_mbps') or 0 for s in samples], lw=0.7,
              color='tab:green', label='log Mbit/s')
     ax2.set_ylabel('log Mbit/s')
-    ax2.set_xlabel('minutes')
+    secs = sorted(rate or ())
+    ax3.plot([(x - t0) / 60 for x in secs],
+             [rate[x] * 8 / 1e6 for x in secs], lw=0.5, color='tab:purple')
+    ax3.set_ylabel('guest out Mbit/s')
+    ax3.set_xlabel('minutes (guest out: its frames on the wire, per s)')
     colours = {}
     for e in events:
         x = (e['t'] - t0) / 60
         if e['kind'] == 'fault':
             c = colours.setdefault(e['fault'], f'C{len(colours) % 10}')
-            for ax in (ax1, ax2):
+            for ax in (ax1, ax2, ax3):
                 ax.axvline(x, color=c, lw=0.8, ls='--')
             ax1.annotate(e['fault'], (x, 1.0), xycoords=('data',
                          'axes fraction'), rotation=90, fontsize=6,
@@ -397,7 +406,7 @@ def check(run):
     violations += v
     report.update(fs)
 
-    per_node, frames, switches, late, unsent, v = judge_wire(run, mac)
+    per_node, frames, switches, late, unsent, v, rate = judge_wire(run, mac)
     violations += v
     report['guest frames captured'] = frames
     report['guest frames per node'] = per_node
@@ -410,6 +419,12 @@ def check(run):
     violations += v
     report['digest mismatches'] = mismatches
     report['state samples'] = len(samples)
+    lag = sorted(s['lag_ms'] for s in samples if s.get('lag_ms') is not None)
+    if lag:
+        report['backup lag ms p50/p99/max'] = [
+            round(lag[len(lag) // 2], 1),
+            round(lag[min(len(lag) - 1, len(lag) * 99 // 100)], 1),
+            round(lag[-1], 1)]
 
     faults = collections.Counter(e['fault'] for e in events
                                  if e['kind'] == 'fault')
@@ -433,7 +448,7 @@ def check(run):
                               f'{e.get("why", "")}')
     report['violations'] = violations
     report['plot'] = plot(run, events, samples,
-                          os.path.join(run, 'timeline.png'))
+                          os.path.join(run, 'timeline.png'), rate)
     with open(os.path.join(run, 'report.json'), 'w') as f:
         json.dump(report, f, indent=1)
     lines = [f'{k}: {v}' for k, v in report.items() if k != 'violations']

@@ -106,6 +106,7 @@ class Run:
                         continue
                     vms[n] = {'state': i['state'], 'role': i.get('role'),
                               'generation': i.get('generation'),
+                              'protected': i.get('protected'),
                               'mismatches': i.get('digest', {}).get(
                                   'mismatches', 0)}
                     if i.get('role') == 'backup' and \
