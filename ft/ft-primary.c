@@ -178,7 +178,11 @@ void *ft_primary_rx_thread(void *opaque)
         }
         ch->acked = ch->proto.tx_acked;
         if (h.len >= 8) {
-            ch->peer_icount = ft_get_le64(payload);
+            /*
+             * Replay only goes forward; a backup that joins reports 0
+             * until it has the VM's state.
+             */
+            ch->peer_icount = MAX(ch->peer_icount, ft_get_le64(payload));
         }
         /*
          * The backup replayed past the first digest of this pairing, and

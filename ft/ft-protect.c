@@ -262,6 +262,8 @@ static int ft_switch_pre_save(void *opaque)
     if (up) {
         nc->pre_switch = false;
         nc->start_icount = replay_get_current_icount();
+        /* where the joiner starts, not the 0 it reports until it loaded */
+        nc->peer_icount = nc->start_icount;
     }
     qemu_mutex_unlock(&nc->lock);
     if (!up) {

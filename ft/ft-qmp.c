@@ -77,8 +77,12 @@ FtInfo *qmp_x_query_ft(Error **errp)
         info->has_log_received = info->has_log_consumed = true;
         info->log_received = ch->received;
         info->log_consumed = ch->consumed;
-        /* as of the primary's newest heartbeat */
-        lag = ch->peer_icount > icount ? ch->peer_icount - icount : 0;
+        /*
+         * As of the primary's newest heartbeat; none for a backup that
+         * joins, until its vCPU ran from the VM's state.
+         */
+        lag = (!ch->join || (ch->joined && icount)) &&
+              ch->peer_icount > icount ? ch->peer_icount - icount : 0;
     }
     info->lag_instructions = lag;
     info->lag_ms = icount_to_ns(lag) / 1e6;

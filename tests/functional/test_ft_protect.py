@@ -120,6 +120,26 @@ class ProtectTest(ProtectChecks, FailoverCase):
     def protect(live, port, mig):
         return protect(live, port, mig)
 
+    def protect_watching_lag(self, live, joiner, port, mig, timeout=120):
+        """protect(), asking @joiner for its lag-ms all the while, from
+        before it has the VM's state to a second past its protection;
+        returns (FT_PROTECTED data, the largest lag-ms it reported)."""
+        gen = protect_cmd(live, port, mig)
+        deadline, data, until, most = time.monotonic() + timeout, None, 0, 0
+        while data is None or time.monotonic() < until:
+            self.assertLess(time.monotonic(), deadline,
+                            f'no FT_PROTECTED: {self.status()}')
+            # often: the switch of streams is brief
+            most = max(most, joiner.cmd('x-query-ft')['lag-ms'])
+            time.sleep(0.005)
+            ev = None if data else live.events_wait(
+                [('FT_PROTECTED', None), ('FT_PROTECT_FAILED', None)], 0)
+            if ev and ev['event'] == 'FT_PROTECT_FAILED':
+                self.fail(f'x-ft-protect failed: {ev["data"]["reason"]}')
+            if ev and ev['data']['generation'] == gen:
+                data, until = ev['data'], time.monotonic() + 1
+        return data, most
+
     def alone(self, victim='primary', sig=signal.SIGKILL):
         """A protected pair running the ticker, whose @victim gets @sig:
         the other side runs alone (after a failover, or on winning the
@@ -139,8 +159,11 @@ class ProtectTest(ProtectChecks, FailoverCase):
         turn.  The console's ticks stay complete and in order."""
         append, (p, pcon, b, bcon), _, _ = self.alone()
         j, jcon, port, mig = self.joiner('backup2', append)
-        data = self.protect(b, port, mig)
-        self.log.info('protected: %s', data)
+        data, most = self.protect_watching_lag(b, j, port, mig)
+        self.log.info('protected: %s; largest lag %.1f ms', data, most)
+        # Behind by at most rrlag (1000 ms), which the VM's own guest time
+        # exceeds: a joiner without the state may not count from zero.
+        self.assertLessEqual(most, 2000)
         self.assertEqual(data['generation'], 2)
         info = j.cmd('x-query-ft')
         self.assertEqual(info['state'], 'streaming')
