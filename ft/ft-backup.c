@@ -65,7 +65,7 @@ static bool ft_backup_stalled_locked(FtChannel *ch, FtStallWatch *w)
     w->seen_ns = now;
     waiting = qatomic_read(&ch->avail_end) > ch->consumed &&
               ch->state == FT_STATE_STREAMING &&
-              (!ch->join || ch->joined) &&
+              ft_has_state(ch) &&
               (runstate_is_running() || replay_vm_stopped_by_log());
     if (!waiting) {
         w->since_ns = 0;

@@ -211,7 +211,7 @@ void ft_lost_locked(FtChannel *ch, const char *reason)
                  ch->role == FT_ROLE_PRIMARY ? "lost the backup:" :
                  "lost the primary:", reason);
     ch->lost_ns = ft_now_ns();
-    if (ch->pre_switch || (ch->join && !ch->joined)) {
+    if (ch->pre_switch || !ft_has_state(ch)) {
         /*
          * A protection that had not switched over yet: the primary runs
          * on in its own generation; a backup without the VM's state has

@@ -397,10 +397,15 @@ static inline bool ft_holding_state(FtState st)
 /* ... counted afresh after a gap this long in its watch: it was stopped */
 #define FT_STALL_GAP_MS 1000
 
+/* The VM's state is here: a backup from the start, or a joiner's, loaded */
+static inline bool ft_has_state(FtChannel *ch)
+{
+    return !ch->join || qatomic_read(&ch->joined);
+}
+
 static inline unsigned ft_silence_ms(FtChannel *ch)
 {
-    bool transfer = qatomic_read(&ch->pre_switch) ||
-                    (ch->join && !qatomic_read(&ch->joined));
+    bool transfer = qatomic_read(&ch->pre_switch) || !ft_has_state(ch);
 
     return transfer ? MAX(ch->timeout_ms, FT_TRANSFER_TIMEOUT_MS)
                     : ch->timeout_ms;

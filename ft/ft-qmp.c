@@ -81,7 +81,7 @@ FtInfo *qmp_x_query_ft(Error **errp)
          * As of the primary's newest heartbeat; none for a backup that
          * joins, until its vCPU ran from the VM's state.
          */
-        lag = (!ch->join || (ch->joined && icount)) &&
+        lag = ft_has_state(ch) && (icount || !ch->join) &&
               ch->peer_icount > icount ? ch->peer_icount - icount : 0;
     }
     info->lag_instructions = lag;
@@ -126,7 +126,7 @@ FtInfo *qmp_x_query_ft(Error **errp)
     /* The backup knows it passed its first check; the primary, its ACKs */
     info->q_protected = ch->state == FT_STATE_STREAMING &&
         (ch->role == FT_ROLE_PRIMARY ? ch->verified :
-         (!ch->join || ch->joined) &&
+         ft_has_state(ch) &&
          (ch->digest_checks || !ch->digest_ms));
     if (ch->live) {
         info->has_went_live_icount = info->has_failover_ms = true;
