@@ -177,22 +177,29 @@ static bool ft_vcpu_called(void)
                    qatomic_read(&cpu->exit_request));
 }
 
+/*
+ * How long the vCPU was held here (throttle-ms).  Each wait counts at most
+ * twice what it asked for: one that took longer found the process stopped
+ * (SIGSTOP, a debugger) or not scheduled, which is not the bound's doing.
+ */
+#define FT_THROTTLE_WAIT_MS 10
+
 static void ft_throttle(ReplayStream *s)
 {
     FtChannel *ch = container_of(s, FtStream, stream)->ch;
-    int64_t start = 0;
+    int64_t ns = 0;
+    bool held = false;
 
     ft_setup_insns(ch);
     qemu_mutex_lock(&ch->lock);
     while (ft_must_stall_locked(ch) && !ft_vcpu_called()) {
-        if (!start) {
-            start = ft_now_ns();
-        }
-        qemu_cond_timedwait(&ch->cond, &ch->lock, 10);
-    }
-    if (start) {
-        int64_t ns = ft_now_ns() - start;
+        int64_t t0 = ft_now_ns();
 
+        held = true;
+        qemu_cond_timedwait(&ch->cond, &ch->lock, FT_THROTTLE_WAIT_MS);
+        ns += MIN(ft_now_ns() - t0, 2 * FT_THROTTLE_WAIT_MS * SCALE_MS);
+    }
+    if (held) {
         ch->throttle_ns += ns;
         trace_ft_throttled(ns);
     }
