@@ -72,6 +72,12 @@
 #define FT_DIGEST_SIZE          32
 /* ft_read_frame(): socket errors, apart from the frame decoder's */
 #define FT_SOCK_ERR(e)          (-1000 - (e))
+/*
+ * A backup reports how far its replay got this often while it moves: the
+ * primary's lag bound (rrlag) acts on that report.  2 ms cut the stalls
+ * under a tight bound but cost the backup's core under network load
+ * (docs/design-logging-channel.md, 2026-12-07).
+ */
 #define FT_REPORT_NS            (10 * SCALE_MS)
 /*
  * Log with no output waiting for it goes out in frames at most this often:

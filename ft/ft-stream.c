@@ -195,6 +195,13 @@ static void ft_throttle(ReplayStream *s)
     while (ft_must_stall_locked(ch) && !ft_vcpu_called()) {
         int64_t t0 = ft_now_ns();
 
+        /*
+         * The backup must catch up: it gets the log that is still
+         * batched now, not at the sender's next poll.
+         */
+        if (!held && ch->tx_sleeping && ch->sent < ch->written) {
+            qemu_cond_signal(&ch->tx_cond);
+        }
         held = true;
         qemu_cond_timedwait(&ch->cond, &ch->lock, FT_THROTTLE_WAIT_MS);
         ns += MIN(ft_now_ns() - t0, 2 * FT_THROTTLE_WAIT_MS * SCALE_MS);
