@@ -38,12 +38,15 @@
 # unprotected VM and the primary run on CPU 0 and the backup on CPU 1
 # (taskset), as if the backup had a host of its own; the network
 # workload's client then runs on CPU 0 too, beside the VM measured.
+# The two cores of a virtual host need not be equally fast (on this one
+# CPU 1 ran a plain loop at 0.98-0.99 of CPU 0, 2026-12-07): --swap puts
+# the backup on CPU 0, and the rest on CPU 1, in every odd round.
 # With --compare QEMU, every round runs twice, on this build (after) and
 # on another qemu-system-x86_64 (before: an older build, say), in
 # alternating order, and the two are printed side by side.
 #
 #   python3 tests/bench/bench_ft.py [--seconds N] [--rounds N]
-#                                   [--workloads a,b] [--pin]
+#                                   [--workloads a,b] [--pin [--swap]]
 #                                   [--interleave S] [--rrx ,opt=v]
 #                                   [--compare OTHER-QEMU]
 #
@@ -210,7 +213,7 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s, qemu=None):
             # Pinned, the client shares CPU 0 with whichever VM is measured:
             # the same cost to both.  Beside the backup, it would have had
             # CPU 1 to itself in the unprotected VM's slices only.
-            cpus = {0} if cpu0 else None
+            cpus = {int(cpu0[-1])} if cpu0 else None
             plain_echo = start_client(workload, stop, plain_port, cpus)
             pair_echo = start_client(workload, stop, pair_port, cpus)
             sides = {'plain': [vm], 'pair': [p, b]}
@@ -310,10 +313,12 @@ def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0,
             qemu=None, first=0):
     """The figures of @workload, median of @rounds rounds; @qemu: another
     build; @first: the number of the first round (alternating order)."""
-    cpu0 = ['taskset', '-c', '0'] if pin else []
-    cpu1 = ['taskset', '-c', '1'] if pin else []
     rows = []
     for r in range(first, first + rounds):
+        # --swap: odd rounds put the backup on CPU 0, the rest on CPU 1
+        mine, its = ('1', '0') if pin == 'swap' and r % 2 else ('0', '1')
+        cpu0 = ['taskset', '-c', mine] if pin else []
+        cpu1 = ['taskset', '-c', its] if pin else []
         if slice_s:
             plain, prot = run_interleaved(workload, seconds, rrx, cpu0, cpu1,
                                           slice_s, qemu)
@@ -389,6 +394,9 @@ def main():
     ap.add_argument('--pin', action='store_true',
                     help='unprotected VM and primary on CPU 0, backup on '
                     'CPU 1')
+    ap.add_argument('--swap', action='store_true',
+                    help='with --pin: every other round the other way '
+                    'round (the two cores need not be equally fast)')
     ap.add_argument('--interleave', type=float, default=2.0, metavar='S',
                     help='run the unprotected VM and the pair at the same '
                     'time, in turn for S-second slices (default 2); 0: '
@@ -397,6 +405,8 @@ def main():
                     help='also run every round on this qemu-system-x86_64 '
                     '(before), and print it beside the build (after)')
     args = ap.parse_args()
+    if args.pin and args.swap:
+        args.pin = 'swap'
     if args.compare:
         compare(args)
         return
@@ -408,6 +418,8 @@ def main():
     print()
     where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
              if args.pin else 'both VMs of the pair on this host')
+    if args.pin == 'swap':
+        where += ', and the other way round in odd rounds'
     how = (f'in turn in {args.interleave:g} s slices' if args.interleave
            else 'one after the other')
     print(f'window {args.seconds} s after FT-READY per side ({how}), median '
