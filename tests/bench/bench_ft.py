@@ -39,8 +39,9 @@
 # (taskset), as if the backup had a host of its own; the network
 # workload's client then runs on CPU 0 too, beside the VM measured.
 # The two cores of a virtual host need not be equally fast (on this one
-# CPU 1 ran a plain loop at 0.98-0.99 of CPU 0, 2026-12-07): --swap puts
-# the backup on CPU 0, and the rest on CPU 1, in every odd round.
+# their speeds differed by 1-60 %, and which was slower changed within
+# minutes, 2026-12-07; bench_cores.py): --swap puts the backup on CPU 0,
+# and the rest on CPU 1, in every odd round.
 # With --compare QEMU, every round runs twice, on this build (after) and
 # on another qemu-system-x86_64 (before: an older build, say), in
 # alternating order, and the two are printed side by side.
@@ -188,7 +189,8 @@ def run_pair(workload, seconds, rrx, cpu0, cpu1, qemu=None):
         stop.set()
 
 
-def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s, qemu=None):
+def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s, qemu=None,
+                    client_cpus=None):
     """The unprotected VM and the pair run at the same time, but in
     turn: each slice, one side is SIGSTOPped while the other runs, in the
     order ABBA ABBA ..., so that both see the host's load at the same
@@ -210,12 +212,13 @@ def run_interleaved(workload, seconds, rrx, cpu0, cpu1, slice_s, qemu=None):
             vms += [p, b]
             con.wait(r'FT-READY', 300, vm)
             pcon.wait(r'FT-READY', 300, p)
-            # Pinned, the client shares CPU 0 with whichever VM is measured:
-            # the same cost to both.  Beside the backup, it would have had
-            # CPU 1 to itself in the unprotected VM's slices only.
-            cpus = {int(cpu0[-1])} if cpu0 else None
-            plain_echo = start_client(workload, stop, plain_port, cpus)
-            pair_echo = start_client(workload, stop, pair_port, cpus)
+            # Pinned, the client shares the primary's core with whichever
+            # VM is measured: the same cost to both.  Beside the backup, it
+            # would have had a core to itself in the unprotected VM's
+            # slices only.
+            plain_echo = start_client(workload, stop, plain_port,
+                                      client_cpus)
+            pair_echo = start_client(workload, stop, pair_port, client_cpus)
             sides = {'plain': [vm], 'pair': [p, b]}
             tot = {k: dict(dt=0.0, insns=0, clock=0, echo=0)
                    for k in ('plain', 'pair', 'backup')}
@@ -310,18 +313,20 @@ def starved_qmp(rrx):
 
 
 def measure(workload, seconds, rounds, rrx='', pin=False, slice_s=0,
-            qemu=None, first=0):
+            qemu=None, first=0, swap=False):
     """The figures of @workload, median of @rounds rounds; @qemu: another
-    build; @first: the number of the first round (alternating order)."""
+    build; @first: the number of the first round (alternating order);
+    @swap (with @pin): odd rounds put the backup on CPU 0, the rest on
+    CPU 1."""
     rows = []
     for r in range(first, first + rounds):
-        # --swap: odd rounds put the backup on CPU 0, the rest on CPU 1
-        mine, its = ('1', '0') if pin == 'swap' and r % 2 else ('0', '1')
-        cpu0 = ['taskset', '-c', mine] if pin else []
-        cpu1 = ['taskset', '-c', its] if pin else []
+        mine, its = (1, 0) if swap and r % 2 else (0, 1)
+        cpu0 = ['taskset', '-c', str(mine)] if pin else []
+        cpu1 = ['taskset', '-c', str(its)] if pin else []
         if slice_s:
             plain, prot = run_interleaved(workload, seconds, rrx, cpu0, cpu1,
-                                          slice_s, qemu)
+                                          slice_s, qemu,
+                                          {mine} if pin else None)
         elif r % 2 == 0:
             plain = run_plain(workload, seconds, cpu0, qemu)
             prot = run_pair(workload, seconds, rrx, cpu0, cpu1, qemu)
@@ -363,7 +368,7 @@ def compare(args):
                 print(w, side, flush=True)
                 runs[side].append(measure(w, args.seconds, 1, args.rrx,
                                           args.pin, args.interleave, qemu,
-                                          first=r))
+                                          first=r, swap=args.swap))
         rows.append((w, median(runs['before']), median(runs['after'])))
     print()
     print(f'before: {args.compare}; after: this build; window '
@@ -405,20 +410,18 @@ def main():
                     help='also run every round on this qemu-system-x86_64 '
                     '(before), and print it beside the build (after)')
     args = ap.parse_args()
-    if args.pin and args.swap:
-        args.pin = 'swap'
     if args.compare:
         compare(args)
         return
     rows = []
     for w in args.workloads.split(','):
         rows.append((w, measure(w, args.seconds, args.rounds, args.rrx,
-                                args.pin, args.interleave)))
+                                args.pin, args.interleave, swap=args.swap)))
     starved = starved_qmp(args.rrx)
     print()
     where = ('unprotected VM and primary on CPU 0, backup on CPU 1'
              if args.pin else 'both VMs of the pair on this host')
-    if args.pin == 'swap':
+    if args.pin and args.swap:
         where += ', and the other way round in odd rounds'
     how = (f'in turn in {args.interleave:g} s slices' if args.interleave
            else 'one after the other')
